@@ -1,0 +1,161 @@
+"""The `seqtrain` command: parsing and error reporting only; the work happens in `seqtrain.runs`.
+
+Hydra overrides are positional arguments (`recipe=char_lm optim.lr=3e-3`). Errors a user can fix
+print as one line and exit non-zero (2 for bad input); `--verbose` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from seqtrain.errors import SeqtrainError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Train recurrent and attention sequence models. Start with `seqtrain recipes`.",
+)
+console = Console(stderr=True)
+
+Overrides = Annotated[Optional[list[str]], typer.Argument(help="recipe=NAME and Hydra overrides such as optim.lr=3e-3", show_default=False)]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show the traceback of an error.")]
+
+
+def reports_errors(command):
+    """Turn a SeqtrainError into one line and its exit code; unexpected errors also stay one line unless --verbose."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except typer.Exit:
+            raise
+        except SeqtrainError as e:
+            if kwargs.get("verbose"):
+                traceback.print_exc()
+            _print_error(str(e))
+            raise typer.Exit(e.exit_code)
+        except KeyboardInterrupt:
+            _print_error("interrupted")
+            raise typer.Exit(130)
+        except Exception as e:
+            if kwargs.get("verbose"):
+                raise
+            _print_error(f"{type(e).__name__}: {e} (run with --verbose for the traceback)")
+            raise typer.Exit(1)
+
+    return wrapper
+
+
+def _print_error(message: str) -> None:
+    print(f"error: {' '.join(message.split())}", file=sys.stderr, flush=True)
+
+
+@app.command("recipes")
+@reports_errors
+def list_recipes(verbose: Verbose = False) -> None:
+    """List the recipes, one line each."""
+    from seqtrain import recipes
+    from seqtrain.config import recipe_files
+
+    for name in recipe_files():
+        print(f"{name:10s} {recipes.description(name)}")
+
+
+@app.command()
+@reports_errors
+def config(overrides: Overrides = None, verbose: Verbose = False) -> None:
+    """Print the composed config as YAML."""
+    from omegaconf import OmegaConf
+
+    from seqtrain.config import compose, split_recipe
+
+    recipe, rest = split_recipe(overrides or [])
+    print(OmegaConf.to_yaml(OmegaConf.create(compose(recipe, rest).resolved)), end="")
+
+
+@app.command()
+@reports_errors
+def fit(
+    overrides: Overrides = None,
+    multirun: Annotated[bool, typer.Option("--multirun", "-m", help="Sweep: one run per combination of comma lists, range(), choice().")] = False,
+    verbose: Verbose = False,
+) -> None:
+    """Train a recipe: `seqtrain fit recipe=char_lm [overrides...]`."""
+    from seqtrain import runs
+    from seqtrain.config import for_fit, split_recipe
+
+    recipe, rest = split_recipe(overrides or [])
+    if not multirun:
+        run_dir, metrics = runs.fit(for_fit(recipe, rest), console)
+        print(json.dumps({"run_dir": str(run_dir), **metrics}))
+        return
+    parent, results = runs.sweep(recipe, rest, console)
+    table = Table(title=f"sweep {parent}")
+    metric_names = sorted({k for r in results for k in r.get("metrics", {})})
+    for column in ["run", "overrides", *metric_names]:
+        table.add_column(column)
+    for r in results:
+        cells = [f"{r['metrics'][k]:.4g}" for k in metric_names] if "metrics" in r else [f"[red]{r['error']}"]
+        table.add_row(Path(r["run_dir"]).name, r["overrides"], *cells)
+    Console().print(table)
+    if any("error" in r for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+@reports_errors
+def sample(
+    run: Annotated[Path, typer.Argument(help="A run dir (uses its best checkpoint) or a checkpoint file.")],
+    prompt: Annotated[Optional[str], typer.Option(help="char_lm: text to start from.")] = None,
+    length: Annotated[int, typer.Option(help="char_lm: characters to generate.")] = 500,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 1.0,
+    top_k: Annotated[Optional[int], typer.Option(help="Sample among the k most likely tokens only.")] = None,
+    top_p: Annotated[Optional[float], typer.Option(help="Sample from the smallest set covering this probability.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Make sampling reproducible.")] = None,
+    text: Annotated[Optional[str], typer.Option(help="Classifiers and seq2seq: one input to predict from.")] = None,
+    input_file: Annotated[Optional[Path], typer.Option(help="Classifiers and seq2seq: one input per line.")] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Generate or predict with a trained run."""
+    from seqtrain import runs
+    from seqtrain.recipes import SampleOptions
+
+    options = SampleOptions(
+        prompt=prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+        text=text, input_file=None if input_file is None else str(input_file),
+    )
+
+    def write(chunk: str) -> None:
+        sys.stdout.write(chunk)
+        sys.stdout.flush()
+
+    runs.sample(run, options, write)
+
+
+@app.command()
+@reports_errors
+def evaluate(
+    args: Annotated[list[str], typer.Argument(help="A run dir, then overrides such as data.path=FILE or split=test.")],
+    verbose: Verbose = False,
+) -> None:
+    """Score a trained run; prints its metrics as one JSON object."""
+    from seqtrain import runs
+
+    run_dirs = [a for a in args if "=" not in a]
+    overrides = [a for a in args if "=" in a]
+    if len(run_dirs) != 1:
+        raise typer.BadParameter("give exactly one run dir")
+    print(json.dumps(runs.evaluate(Path(run_dirs[0]), overrides)))
+
+
+def main() -> None:
+    app()

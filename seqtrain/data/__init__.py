@@ -1,0 +1,1 @@
+"""Data plumbing shared by every recipe: batching, padding, tokenizers, readers."""

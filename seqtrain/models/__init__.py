@@ -1,0 +1,1 @@
+"""Layers (recurrent stacks, init schemes, sampling) and the models built from them."""

@@ -1,0 +1,48 @@
+"""A stack of recurrent layers that packs padded batches, so padding never changes an output."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+class RecurrentStack(nn.Module):
+    """Elman RNN (tanh or relu), GRU or LSTM; stacked, optionally bidirectional, with dropout between layers."""
+
+    def __init__(
+        self,
+        cell: str,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
+        kwargs = dict(
+            input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, batch_first=True,
+            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0,
+        )
+        if cell.startswith("rnn_"):
+            self.rnn = nn.RNN(nonlinearity=cell.removeprefix("rnn_"), **kwargs)
+        else:
+            self.rnn = nn.GRU(**kwargs) if cell == "gru" else nn.LSTM(**kwargs)
+        self.output_size = hidden_size * (2 if bidirectional else 1)
+
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: State | None = None
+    ) -> tuple[torch.Tensor, State]:
+        """(B, T, input) -> (B, T, output_size), final state. Positions past a length come out as zeros."""
+        if lengths is None or bool((lengths == x.size(1)).all()):
+            return self.rnn(x, state)
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        out, state = self.rnn(packed, state)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return out, state

@@ -1,0 +1,88 @@
+"""What a person watches during training: TensorBoard, metrics.jsonl, and a progress display.
+
+The progress display is a rich bar on a terminal and plain periodic lines elsewhere (CI, log files).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torch.utils.tensorboard import SummaryWriter
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
+
+
+class Monitor:
+    def __init__(self, run_dir: Path, total_steps: int | None, max_time: float | None, console: Console):
+        self.writer = SummaryWriter(str(run_dir))
+        self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+        self.console = console
+        self.total_steps = total_steps
+        self.max_time = max_time
+        self.progress: Progress | None = None
+        if console.is_terminal:
+            self.progress = Progress(
+                TextColumn("[bold]step {task.completed}"),
+                BarColumn(),
+                TextColumn("{task.fields[status]}"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+            self.progress.start()
+            self.bar = self.progress.add_task("train", total=total_steps, status="")
+
+    def scalars(self, split: str, metrics: dict[str, float], step: int, epoch: int) -> None:
+        for name, value in metrics.items():
+            self.writer.add_scalar(f"{split}/{name}", value, step)
+        record = {"split": split, "step": step, "epoch": epoch, "time": round(time.time(), 3), **metrics}
+        self.jsonl.write(json.dumps(record) + "\n")
+        self.jsonl.flush()
+
+    def update(self, step: int, elapsed: float, metrics: dict[str, float]) -> None:
+        """Progress after a logging window: the bar on a terminal, one plain line otherwise."""
+        status = format_metrics(metrics)
+        if self.progress is not None:
+            self.progress.update(self.bar, completed=step, status=status)
+            return
+        self.console.print(f"step {step}{self._of_total()}  {status}  elapsed {elapsed:.0f}s{self._eta(step, elapsed)}")
+
+    def message(self, text: str) -> None:
+        self.console.print(text)
+
+    def _of_total(self) -> str:
+        return f"/{self.total_steps}" if self.total_steps else ""
+
+    def _eta(self, step: int, elapsed: float) -> str:
+        left = []
+        if self.total_steps and step:
+            left.append(elapsed / step * (self.total_steps - step))
+        if self.max_time:
+            left.append(self.max_time - elapsed)
+        return f"  eta {max(0.0, min(left)):.0f}s" if left else ""
+
+    def histograms(self, model: torch.nn.Module, step: int) -> None:
+        """Per-parameter gradient norms and weight/gradient histograms: vanishing or exploding gradients show here."""
+        for name, param in model.named_parameters():
+            self.writer.add_histogram(f"weights/{name}", param.detach().float().cpu(), step)
+            if param.grad is not None:
+                grad = param.grad.detach().float()
+                self.writer.add_scalar(f"grad_norm/{name}", grad.norm().item(), step)
+                if math.isfinite(grad.abs().max().item()):
+                    self.writer.add_histogram(f"grads/{name}", grad.cpu(), step)
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+        self.writer.close()
+        self.jsonl.close()

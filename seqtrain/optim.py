@@ -1,0 +1,132 @@
+"""Optimisers and learning-rate schedules, from `torch.optim` pieces chosen by config."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch.optim import lr_scheduler
+
+from seqtrain.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adagrad", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "linear", "cosine", "exponential", "step", "inverse_sqrt", "newbob")
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adam"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    l1: float = 0.0  # L1 penalty added to the loss: l1 * sum |w| over weight matrices
+    momentum: float = 0.0  # sgd, rmsprop
+    nesterov: bool = False  # sgd
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # adam, adamw
+    alpha: float = 0.99  # rmsprop smoothing
+    eps: float = 1e-8
+
+    def __post_init__(self):
+        if self.name not in OPTIMIZERS:
+            raise ConfigError(f"optim.name={self.name!r} is unknown; valid: {', '.join(OPTIMIZERS)}")
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.l1 < 0 or self.momentum < 0:
+            raise ConfigError("optim.weight_decay, optim.l1 and optim.momentum must not be negative")
+        if self.nesterov and (self.name != "sgd" or self.momentum <= 0):
+            raise ConfigError("optim.nesterov needs optim=sgd with optim.momentum > 0")
+
+
+@dataclass
+class SchedConfig:
+    name: str = "constant"
+    warmup_steps: int = 0  # linear warmup from ~0 to optim.lr, then the schedule below
+    min_lr_ratio: float = 0.0  # linear, cosine: final LR as a fraction of optim.lr
+    gamma: float = 0.5  # exponential: factor per step_size steps; step: factor at each step_size
+    step_size: int = 1000
+    factor: float = 0.5  # newbob: LR factor when the monitored validation metric stalls
+    patience: int = 0  # newbob: validations without improvement before annealing
+    threshold: float = 0.0  # newbob: relative improvement that counts
+
+    def __post_init__(self):
+        if self.name not in SCHEDULES:
+            raise ConfigError(f"sched.name={self.name!r} is unknown; valid: {', '.join(SCHEDULES)}")
+        if self.warmup_steps < 0 or self.step_size < 1:
+            raise ConfigError("sched.warmup_steps must be >= 0 and sched.step_size >= 1")
+
+
+def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Weight decay applies to weight matrices only, not to biases and norm gains (standard practice)."""
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    if cfg.name == "adagrad":
+        return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps)
+    if cfg.name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=cfg.alpha, eps=cfg.eps, momentum=cfg.momentum)
+    optimizer = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
+    return optimizer(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps)
+
+
+def l1_penalty(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """Sum of absolute weights over weight matrices (biases are not sparsified)."""
+    return sum(p.abs().sum() for p in params if p.ndim >= 2)
+
+
+class Schedule:
+    """A per-step LR schedule (warmup then decay) plus, for NewBob, an anneal on validation plateaus.
+
+    Both parts are `torch.optim.lr_scheduler` objects, so their state checkpoints with them.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: SchedConfig, total_steps: int | None, mode: str):
+        decay_steps = None if total_steps is None else max(1, total_steps - cfg.warmup_steps)
+        if cfg.name in ("linear", "cosine") and decay_steps is None:
+            raise ConfigError(f"sched={cfg.name} needs a known length: set trainer.max_steps or trainer.max_epochs")
+        main: lr_scheduler.LRScheduler
+        if cfg.name == "linear":
+            main = lr_scheduler.LinearLR(optimizer, 1.0, cfg.min_lr_ratio, total_iters=decay_steps)
+        elif cfg.name == "cosine":
+            eta_min = [g["lr"] * cfg.min_lr_ratio for g in optimizer.param_groups][0]
+            main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=decay_steps, eta_min=eta_min)
+        elif cfg.name == "exponential":
+            main = lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma ** (1 / cfg.step_size))
+        elif cfg.name == "step":
+            main = lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+        elif cfg.name == "inverse_sqrt":
+            # Continuous with warmup: 1 at the end of warmup, then sqrt(warmup / step).
+            offset = max(1, cfg.warmup_steps)
+            main = lr_scheduler.LambdaLR(optimizer, lambda s: math.sqrt(offset / (offset + s)))
+        else:
+            main = lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+        if cfg.warmup_steps > 0:
+            warmup = lr_scheduler.LinearLR(optimizer, 1.0 / (cfg.warmup_steps + 1), 1.0, total_iters=cfg.warmup_steps)
+            main = lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[cfg.warmup_steps])
+        self.per_step = main
+        self.on_plateau: Optional[lr_scheduler.ReduceLROnPlateau] = None
+        if cfg.name == "newbob":
+            self.on_plateau = lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold
+            )
+
+    def step(self) -> None:
+        self.per_step.step()
+
+    def validated(self, metric: float) -> None:
+        if self.on_plateau is not None:
+            self.on_plateau.step(metric)
+
+    def state_dict(self) -> dict:
+        return {
+            "per_step": self.per_step.state_dict(),
+            "on_plateau": None if self.on_plateau is None else self.on_plateau.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.per_step.load_state_dict(state["per_step"])
+        if self.on_plateau is not None and state["on_plateau"] is not None:
+            self.on_plateau.load_state_dict(state["on_plateau"])

@@ -1,0 +1,217 @@
+"""Character language model (many-to-many): predict each next character; sample text from a prompt."""
+
+from __future__ import annotations
+
+import math
+import sys
+import sysconfig
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import torch
+from torch.nn import functional as F
+
+from seqtrain.data.download import cache_dir, fetch
+from seqtrain.data.sampler import BatchingConfig
+from seqtrain.data.text import CharVocab, corpus_stats, token_file
+from seqtrain.data.windows import IGNORE, StreamDataset, WindowDataset, collate_windows
+from seqtrain.errors import ConfigError, DataError
+from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
+from seqtrain.models.language_model import RecurrentLM
+from seqtrain.models.rnn import CELLS
+from seqtrain.models.sampling import one_step_mode, sample_next
+from seqtrain.recipes import Prepared, SampleOptions
+
+GROUP_CHOICES = {"model": ("char_rnn",), "data": ("stdlib", "text", "tinyshakespeare")}
+SOURCES = ("stdlib", "text", "tinyshakespeare")
+SPLITS = ("train", "valid", "all")
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"  # rnn_tanh, rnn_relu, gru, lstm
+    hidden_size: int = 512
+    num_layers: int = 2
+    embedding_dim: int = 64  # 0 = one-hot input
+    dropout: float = 0.1
+    tie_weights: bool = False
+    init: str = "default"  # default, xavier, kaiming
+    recurrent_init: str = "default"  # default, orthogonal, xavier
+
+    def __post_init__(self):
+        if self.cell not in CELLS:
+            raise ConfigError(f"model.cell={self.cell!r} is unknown; valid: {', '.join(CELLS)}")
+        if self.init not in SCHEMES or self.recurrent_init not in RECURRENT_SCHEMES:
+            raise ConfigError(f"model.init must be one of {SCHEMES}, model.recurrent_init one of {RECURRENT_SCHEMES}")
+        if self.tie_weights and self.embedding_dim == 0:
+            raise ConfigError("model.tie_weights needs model.embedding_dim > 0 (one-hot input has no embedding to tie)")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class DataConfig(BatchingConfig):
+    source: str = "stdlib"  # stdlib, text, tinyshakespeare
+    path: Optional[str] = None  # source=text: any UTF-8 file
+    url: str = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+    sha256: str = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+    cache_dir: Optional[str] = None  # default: $SEQTRAIN_CACHE or ~/.cache/seqtrain
+    max_chars: int = 2_000_000  # source=stdlib: how much of the standard library's source to read
+    valid_fraction: float = 0.1  # the last 10% is validation (nanoGPT's contiguous split)
+    seq_len: int = 128  # characters per training window (the BPTT length)
+    stateful: bool = False  # carry the hidden state across consecutive windows (truncated BPTT)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.source not in SOURCES:
+            raise ConfigError(f"data.source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
+        if not 0 < self.valid_fraction < 1 or self.seq_len < 1:
+            raise ConfigError("data.valid_fraction must be in (0, 1) and data.seq_len >= 1")
+        if self.source == "text" and not self.path:
+            raise ConfigError("data=text needs data.path=FILE")
+        if self.stateful and self.batch_size is None:
+            raise ConfigError("data.stateful needs data.batch_size (the number of parallel streams)")
+
+
+def corpus_path(data: DataConfig) -> Path:
+    cache = cache_dir(data.cache_dir)
+    if data.source == "text":
+        return Path(data.path)
+    if data.source == "tinyshakespeare":
+        return fetch(data.url, data.sha256, "tinyshakespeare.txt", cache,
+                     hint="download input.txt yourself and run with data=text data.path=FILE")
+    return stdlib_corpus(cache, data.max_chars)
+
+
+def stdlib_corpus(cache: Path, max_chars: int) -> Path:
+    """The installed Python standard library's own source, concatenated in path order: real text, no download."""
+    target = cache / f"stdlib-py{sys.version_info.major}.{sys.version_info.minor}-{max_chars}.txt"
+    if target.is_file():
+        return target
+    root = Path(sysconfig.get_paths()["stdlib"])
+    parts, size = [], 0
+    for file in sorted(root.rglob("*.py")):
+        if {"site-packages", "test", "tests", "idle_test"} & set(file.relative_to(root).parts):
+            continue
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+        parts.append(text)
+        size += len(text)
+        if size >= max_chars:
+            break
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".part")
+    partial.write_text("".join(parts)[:max_chars], encoding="utf-8")
+    partial.replace(target)
+    return target
+
+
+def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ConfigError(f"split={unknown.pop()} is not a split of char_lm; valid: {', '.join(SPLITS)}")
+    path = corpus_path(data)
+    cache = cache_dir(data.cache_dir) / "tokens"
+    total, train_chars = corpus_stats(path, 1 - data.valid_fraction, cache)
+    chars = CharVocab.from_dict(vocab) if vocab else CharVocab(train_chars)
+    tokens = token_file(path, chars, cache)
+    n_train = int(total * (1 - data.valid_fraction))
+    parts = {"train": tokens[:n_train], "valid": tokens[n_train:], "all": tokens}
+    datasets = {}
+    for split in splits:
+        if len(parts[split]) < 2:
+            raise DataError(f"the {split} split of {path} is too short ({len(parts[split])} characters)")
+        if split == "train" and data.stateful:
+            datasets[split] = StreamDataset(parts[split], data.seq_len, data.batch_size)
+        else:
+            datasets[split] = WindowDataset(parts[split], data.seq_len)
+    return Prepared(chars.to_dict(), datasets, collate_windows, shuffle_train=not data.stateful)
+
+
+def build_model(model: ModelConfig, vocab: dict) -> RecurrentLM:
+    lm = RecurrentLM(
+        len(CharVocab.from_dict(vocab)), model.cell, model.hidden_size, model.num_layers,
+        model.embedding_dim, model.dropout, model.tie_weights,
+    )
+    initialize(lm, model.init, model.recurrent_init)
+    return lm
+
+
+def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    logits, _ = model(batch["tokens"], batch["lengths"], stream=batch.get("stream"))  # (B, T, V)
+    loss_sum = F.cross_entropy(
+        logits.flatten(0, 1).float(), batch["targets"].flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+    tokens = batch["num_tokens"]
+    return loss_sum / tokens, {"loss_sum": loss_sum.detach(), "tokens": torch.tensor(float(tokens))}
+
+
+def summarize(totals: dict[str, torch.Tensor]) -> dict[str, float]:
+    loss = float(totals["loss_sum"] / totals["tokens"])
+    return {"loss": loss, "bpc": loss / math.log(2), "perplexity": math.exp(min(loss, 700.0))}
+
+
+def generate(
+    model: RecurrentLM,
+    vocab: CharVocab,
+    prompt: str,
+    length: int,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+) -> Iterator[str]:
+    """Characters one at a time (the prompt is checked at once, before any is produced). The hidden
+    state carries the context, so each character costs the same however long the text grows."""
+    unseen = vocab.unseen(prompt)
+    if unseen:
+        raise DataError(
+            f"the prompt has characters never seen in training: {' '.join(map(repr, unseen))} "
+            f"(the model knows {len(vocab) - 1} characters)"
+        )
+    generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
+    device = next(model.parameters()).device
+
+    def characters() -> Iterator[str]:
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad(), one_step_mode():
+                logits, state = model(torch.as_tensor(vocab.encode(prompt), device=device)[None])
+                last = logits[:, -1]
+                for _ in range(length):
+                    last[:, 0] = float("-inf")  # never emit <unk>
+                    token = sample_next(last.cpu(), temperature, top_k, top_p, generator)
+                    yield vocab.chars[int(token)]
+                    logits, state = model(token.to(device)[:, None], state=state)
+                    last = logits[:, -1]
+        finally:
+            model.train(was_training)
+
+    return characters()
+
+
+def sample(model: RecurrentLM, vocab: dict, options: SampleOptions, write: Callable[[str], None]) -> None:
+    if options.text is not None or options.input_file is not None:
+        raise ConfigError("char_lm generates from --prompt; --text and --input-file do not apply")
+    chars = CharVocab.from_dict(vocab)
+    prompt = options.prompt if options.prompt is not None else default_prompt(chars)
+    generated = generate(model, chars, prompt, options.length, options.temperature, options.top_k, options.top_p, options.seed)
+    write(prompt)
+    for char in generated:
+        write(char)
+    write("\n")
+
+
+def default_prompt(chars: CharVocab) -> str:
+    return "\n" if "\n" in chars.index else chars.chars[1]
+
+
+def log_samples(model: RecurrentLM, vocab: dict, writer, step: int) -> None:
+    chars = CharVocab.from_dict(vocab)
+    prompt = default_prompt(chars)
+    text = prompt + "".join(generate(model, chars, prompt, 300, temperature=0.8, seed=0))
+    writer.add_text("sample", "```\n" + text + "\n```", step)
