@@ -1,0 +1,262 @@
+"""The audio front end in plain torch: read, mix to mono, resample, log-mel filterbanks, MFCC, normalise.
+
+torchaudio is not a dependency (its wheels pin their own torch), so the features are re-implemented
+here to match `torchaudio.compliance.kaldi.fbank` / `.mfcc` numerically on the same settings
+(tests/test_audio.py checks this against stored reference values). Unlike the Kaldi functions, which
+take one utterance, everything here is batched: a padded (B, samples) batch with its lengths gives
+(B, frames, bins) with frame lengths, on whichever device the batch lives, and padding never changes
+a real frame.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+from torch import nn
+
+from seqtrain.data.collate import lengths_to_mask
+from seqtrain.errors import ConfigError, DataError
+
+WINDOWS = ("povey", "hanning", "hamming", "rectangular")
+EPSILON = torch.finfo(torch.float32).eps  # Kaldi's floor before taking a log
+
+
+def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
+    """Read a wav/flac file as a mono float32 waveform (N,) at `sample_rate`."""
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
+    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError) as error:
+        raise DataError(f"{path}: not a readable audio file ({error})") from None
+    if data.size == 0:
+        raise DataError(f"{path}: the file holds no audio samples")
+    if not np.isfinite(data).all():
+        raise DataError(f"{path}: the audio holds NaN or infinite samples")
+    wave = torch.from_numpy(data.mean(axis=1))  # mono mix-down: (N, channels) -> (N,)
+    return resample(wave[None], rate, sample_rate)[0]
+
+
+def resample(wave: torch.Tensor, orig_rate: int, new_rate: int, zero_crossings: int = 6, rolloff: float = 0.99) -> torch.Tensor:
+    """Band-limited (windowed-sinc, polyphase) resampling of (B, N) -> (B, ceil(N * new / orig)).
+
+    The rate ratio is reduced to lowest terms orig:new; each of the `new` output phases is one FIR filter
+    (a Hann-windowed sinc with `zero_crossings` lobes each side, cut off at `rolloff` of the lower Nyquist),
+    applied to the input with stride `orig`. Samples past the end count as zeros, so a right-padded batch
+    gives the same real output samples as each utterance alone.
+    """
+    if orig_rate <= 0 or new_rate <= 0:
+        raise ConfigError(f"sample rates must be positive, got {orig_rate} -> {new_rate}")
+    if orig_rate == new_rate:
+        return wave
+    gcd = math.gcd(int(orig_rate), int(new_rate))
+    orig, new = int(orig_rate) // gcd, int(new_rate) // gcd
+    cutoff = min(orig, new) * rolloff  # in units where the input rate is `orig`
+    width = math.ceil(zero_crossings * orig / cutoff)  # filter half-width in input samples
+    taps = torch.arange(-width, width + orig, dtype=torch.float64) / orig  # (K,) input positions
+    phases = -torch.arange(new, dtype=torch.float64)[:, None] / new  # (new, 1) output phase offsets
+    t = ((taps[None] + phases) * cutoff).clamp(-zero_crossings, zero_crossings)  # (new, K)
+    window = torch.cos(t * math.pi / zero_crossings / 2) ** 2
+    kernels = torch.sinc(t) * window * cutoff / orig  # (new, K)
+    n = wave.size(-1)
+    padded = nn.functional.pad(wave[:, None], (width, width + orig))  # (B, 1, N + 2 width + orig)
+    out = nn.functional.conv1d(padded, kernels.to(wave)[:, None], stride=orig)  # (B, new, N / orig + 1)
+    return out.transpose(1, 2).reshape(wave.size(0), -1)[:, : math.ceil(new * n / orig)]
+
+
+def resampled_lengths(lengths: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    return torch.div(lengths * new_rate + orig_rate - 1, orig_rate, rounding_mode="floor")
+
+
+def mel_scale(freq: torch.Tensor | float) -> torch.Tensor | float:
+    return 1127.0 * (torch.log1p(freq / 700.0) if torch.is_tensor(freq) else math.log1p(freq / 700.0))
+
+
+def mel_banks(num_bins: int, fft_size: int, sample_rate: float, low_freq: float, high_freq: float) -> torch.Tensor:
+    """Kaldi's triangular mel filters, (num_bins, fft_size // 2 + 1), equally spaced on the mel scale."""
+    nyquist = sample_rate / 2
+    high_freq = high_freq + nyquist if high_freq <= 0 else high_freq
+    if not (num_bins > 3 and 0 <= low_freq < high_freq <= nyquist):
+        raise ConfigError(f"mel bins need num_mel_bins > 3 and 0 <= low_freq < high_freq <= {nyquist:g} Hz")
+    mel_low, mel_high = mel_scale(low_freq), mel_scale(high_freq)
+    delta = (mel_high - mel_low) / (num_bins + 1)
+    left = mel_low + torch.arange(num_bins)[:, None] * delta  # (num_bins, 1)
+    center, right = left + delta, left + 2 * delta
+    mel = mel_scale(sample_rate / fft_size * torch.arange(fft_size // 2))[None]  # (1, fft_size // 2)
+    banks = torch.minimum((mel - left) / (center - left), (right - mel) / (right - center)).clamp(min=0)
+    return nn.functional.pad(banks, (0, 1))  # Kaldi gives the Nyquist bin no weight
+
+
+def feature_window(kind: str, size: int) -> torch.Tensor:
+    if kind not in WINDOWS:
+        raise ConfigError(f"unknown window {kind!r}; valid: {', '.join(WINDOWS)}")
+    if kind == "hamming":
+        return torch.hamming_window(size, periodic=False, alpha=0.54, beta=0.46)
+    if kind == "rectangular":
+        return torch.ones(size)
+    hann = torch.hann_window(size, periodic=False)
+    return hann.pow(0.85) if kind == "povey" else hann
+
+
+class Fbank(nn.Module):
+    """Log-mel filterbank features, Kaldi-compatible (`compute-fbank-feats` without energy).
+
+    Per frame: optional dither, DC removal, pre-emphasis, window, zero-pad to the FFT size, power
+    spectrum, triangular mel filters, log floored at float32 epsilon. With `snip_edges` only frames that
+    fit wholly inside an utterance are kept; without it an utterance of n samples gives
+    round(n / shift) frames and is mirrored at both ends, each utterance at its own end.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        num_mel_bins: int = 40,
+        frame_length_ms: float = 25.0,
+        frame_shift_ms: float = 10.0,
+        low_freq: float = 20.0,
+        high_freq: float = 0.0,  # <= 0: offset from Nyquist
+        preemphasis: float = 0.97,
+        remove_dc_offset: bool = True,
+        window: str = "povey",
+        round_to_power_of_two: bool = True,
+        snip_edges: bool = True,
+        dither: float = 0.0,
+        use_log_fbank: bool = True,
+        use_power: bool = True,
+    ):
+        super().__init__()
+        self.shift = int(sample_rate * frame_shift_ms * 0.001)
+        self.size = int(sample_rate * frame_length_ms * 0.001)
+        self.fft_size = 2 ** (self.size - 1).bit_length() if round_to_power_of_two else self.size
+        if self.shift < 1 or self.size < 2 or self.fft_size % 2 or not 0 <= preemphasis <= 1:
+            raise ConfigError("frame length/shift give no even FFT size, or preemphasis is outside [0, 1]")
+        self.preemphasis, self.remove_dc_offset, self.snip_edges = preemphasis, remove_dc_offset, snip_edges
+        self.dither, self.use_log_fbank, self.use_power = dither, use_log_fbank, use_power
+        self.num_mel_bins = num_mel_bins
+        self.register_buffer("window", feature_window(window, self.size), persistent=False)
+        self.register_buffer("banks", mel_banks(num_mel_bins, self.fft_size, sample_rate, low_freq, high_freq), persistent=False)
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        if self.snip_edges:
+            return torch.where(lengths >= self.size, 1 + (lengths - self.size).div(self.shift, rounding_mode="floor"), 0)
+        return (lengths + self.shift // 2).div(self.shift, rounding_mode="floor")
+
+    def frames(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) -> frames (B, T, size) and frame lengths (B,). Frames past a length are garbage."""
+        frame_lengths = self.frame_lengths(lengths)
+        num_frames = max(int(frame_lengths.max()), 1)
+        if not self.snip_edges:  # mirror each utterance at its own ends: [2 1 0 | 0 1 2 .. n-1 | n-1 n-2 ..]
+            offset = self.size // 2 - self.shift // 2
+            span = (num_frames - 1) * self.shift + self.size
+            n = lengths.clamp(min=1)[:, None]
+            position = (torch.arange(span, device=wave.device) - offset)[None] % (2 * n)  # (B, span)
+            index = torch.where(position < n, position, 2 * n - 1 - position).clamp(max=wave.size(1) - 1)
+            wave = wave.gather(1, index)
+        needed = (num_frames - 1) * self.shift + self.size
+        wave = nn.functional.pad(wave, (0, max(0, needed - wave.size(1))))
+        return wave.unfold(1, self.size, self.shift)[:, :num_frames], frame_lengths  # (B, T, size)
+
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) waveforms and lengths (B,) -> (B, T, num_mel_bins) features, zero past each frame length, and (B,) frame lengths."""
+        if lengths is None:
+            lengths = torch.full((wave.size(0),), wave.size(1), device=wave.device)
+        frames, frame_lengths = self.frames(wave, lengths)  # (B, T, size)
+        if self.dither:
+            noise = torch.randn(frames.shape, generator=generator, device=generator.device if generator is not None else "cpu")
+            frames = frames + self.dither * noise.to(frames)
+        if self.remove_dc_offset:
+            frames = frames - frames.mean(dim=-1, keepdim=True)
+        if self.preemphasis:
+            previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)  # x[-1] := x[0], as Kaldi
+            frames = frames - self.preemphasis * previous
+        frames = nn.functional.pad(frames * self.window, (0, self.fft_size - self.size))  # (B, T, fft_size)
+        spectrum = torch.fft.rfft(frames).abs()  # (B, T, fft_size // 2 + 1)
+        if self.use_power:
+            spectrum = spectrum.pow(2)
+        feats = spectrum @ self.banks.T  # (B, T, num_mel_bins)
+        if self.use_log_fbank:
+            feats = feats.clamp(min=EPSILON).log()
+        mask = lengths_to_mask(frame_lengths, feats.size(1))
+        return feats.masked_fill(~mask[..., None], 0.0), frame_lengths
+
+
+class Mfcc(nn.Module):
+    """Kaldi-compatible MFCC (`compute-mfcc-feats` without energy): the orthonormal DCT-II of the log
+    filterbank, C0 scaled by sqrt(1/M) as Kaldi does, then the sinusoidal cepstral lifter."""
+
+    def __init__(self, num_ceps: int = 13, cepstral_lifter: float = 22.0, num_mel_bins: int = 23, **fbank_options):
+        super().__init__()
+        if not 0 < num_ceps <= num_mel_bins:
+            raise ConfigError(f"num_ceps must be in [1, num_mel_bins={num_mel_bins}], got {num_ceps}")
+        self.fbank = Fbank(num_mel_bins=num_mel_bins, use_log_fbank=True, use_power=True, **fbank_options)
+        n, k = torch.arange(num_mel_bins, dtype=torch.float64)[:, None], torch.arange(num_ceps, dtype=torch.float64)
+        dct = torch.cos(math.pi / num_mel_bins * (n + 0.5) * k) * math.sqrt(2.0 / num_mel_bins)  # (M, num_ceps)
+        dct[:, 0] = math.sqrt(1.0 / num_mel_bins)
+        lifter = 1.0 + 0.5 * cepstral_lifter * torch.sin(math.pi * k / cepstral_lifter) if cepstral_lifter else torch.ones(num_ceps)
+        self.register_buffer("dct", (dct * lifter).float(), persistent=False)
+
+    def forward(self, wave, lengths=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N), (B,) -> (B, T, num_ceps), (B,)"""
+        feats, frame_lengths = self.fbank(wave, lengths, generator)  # (B, T, M)
+        return feats @ self.dct, frame_lengths  # padding stays zero
+
+
+def masked_moments(feats: torch.Tensor, lengths: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Count, sum and sum of squares of the real frames of (B, T, F) over `dims`, in float64."""
+    mask = lengths_to_mask(lengths, feats.size(1))[..., None].to(torch.float64)  # (B, T, 1)
+    x = feats.to(torch.float64) * mask
+    return mask.expand_as(x).sum(dims), x.sum(dims), (x * x).sum(dims)
+
+
+def normalize_utterances(feats: torch.Tensor, lengths: torch.Tensor, std: bool = True, eps: float = 1e-5) -> torch.Tensor:
+    """Per-utterance mean (and variance) normalisation over each utterance's real frames; padding stays 0."""
+    count, total, squares = masked_moments(feats, lengths, dims=(1,))  # (B, F) each
+    mean = total / count.clamp(min=1)
+    out = feats - mean[:, None].to(feats)
+    if std:
+        var = (squares / count.clamp(min=1) - mean**2).clamp(min=0)
+        out = out / (var + eps).sqrt()[:, None].to(feats)
+    return out.masked_fill(~lengths_to_mask(lengths, feats.size(1))[..., None], 0.0)
+
+
+class GlobalNormalizer(nn.Module):
+    """Mean/variance normalisation with statistics over a whole training set (real frames only).
+
+    Call `update` on training batches (it accumulates until `freeze`), then normalise with the module.
+    The statistics are buffers, so they are saved in checkpoints with the model.
+    """
+
+    def __init__(self, num_features: int, std: bool = True, eps: float = 1e-5):
+        super().__init__()
+        self.std, self.eps = std, eps
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("total", torch.zeros(num_features, dtype=torch.float64))
+        self.register_buffer("squares", torch.zeros(num_features, dtype=torch.float64))
+        self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def update(self, feats: torch.Tensor, lengths: torch.Tensor) -> None:
+        if self.frozen:
+            return
+        count, total, squares = masked_moments(feats, lengths, dims=(0, 1))
+        self.count += count[0]
+        self.total += total
+        self.squares += squares
+
+    def freeze(self) -> None:
+        self.frozen.fill_(True)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (B, T, F) normalised, padding 0."""
+        if self.count == 0:
+            raise DataError("global feature normalisation has no statistics yet: call update() on training batches first")
+        mean = self.total / self.count
+        out = feats - mean.to(feats)
+        if self.std:
+            var = (self.squares / self.count - mean**2).clamp(min=0)
+            out = out / (var + self.eps).sqrt().to(feats)
+        return out.masked_fill(~lengths_to_mask(lengths, feats.size(1))[..., None], 0.0)

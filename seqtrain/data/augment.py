@@ -1,0 +1,106 @@
+"""Training-time augmentation of padded audio batches, one function per config switch.
+
+Every function takes a batch with its lengths, touches only real samples or frames (padding stays
+zero, lengths are honoured), and draws its randomness from the `torch.Generator` it is given, so that
+a run is reproducible and resumable. Apply them to training batches only.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Sequence
+
+import torch
+
+from seqtrain.data.audio import resample, resampled_lengths
+from seqtrain.data.collate import lengths_to_mask
+from seqtrain.errors import ConfigError
+
+
+def uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    """U[0, 1) drawn on the generator's device, returned on `device`."""
+    return torch.rand(shape, generator=generator, device=generator.device).to(device)
+
+
+def band_mask(sizes: torch.Tensor, max_widths: torch.Tensor, length: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` random bands per row b, each at most max_widths[b] wide and inside [0, sizes[b]): -> (B, length) bool."""
+    positions = torch.arange(length, device=sizes.device)
+    mask = torch.zeros(len(sizes), length, dtype=torch.bool, device=sizes.device)
+    for _ in range(count):
+        width = (uniform((len(sizes),), generator, sizes.device) * (max_widths + 1)).long().minimum(sizes)
+        start = (uniform((len(sizes),), generator, sizes.device) * (sizes - width + 1)).long()
+        mask |= (positions >= start[:, None]) & (positions < (start + width)[:, None])
+    return mask
+
+
+def spec_augment(
+    feats: torch.Tensor,
+    lengths: torch.Tensor,
+    generator: torch.Generator,
+    time_masks: int = 2,
+    max_time_width: int = 20,
+    max_time_fraction: float = 0.2,
+    freq_masks: int = 2,
+    max_freq_width: int = 8,
+) -> torch.Tensor:
+    """SpecAugment (Park et al. 2019) without time warping: zero random time and frequency bands.
+
+    (B, T, F) -> (B, T, F). A time band lies inside its utterance and covers at most
+    `max_time_fraction` of it, so a short utterance is never wiped out. Apply after normalisation,
+    where zero is the mean.
+    """
+    time_widths = (lengths * max_time_fraction).long().clamp(max=max_time_width)
+    time = band_mask(lengths, time_widths, feats.size(1), time_masks, generator)  # (B, T)
+    bins = torch.full_like(lengths, feats.size(2))
+    freq = band_mask(bins, torch.full_like(lengths, max_freq_width), feats.size(2), freq_masks, generator)  # (B, F)
+    return feats.masked_fill(time[:, :, None] | freq[:, None, :], 0.0)
+
+
+def add_noise(
+    wave: torch.Tensor,
+    lengths: torch.Tensor,
+    generator: torch.Generator,
+    snr_db: tuple[float, float] = (5.0, 20.0),
+    noise: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Add noise at a signal-to-noise ratio drawn uniformly from `snr_db` per utterance: (B, N) -> (B, N).
+
+    `noise` (B, N) is any noise batch (recorded, babble); without it, white Gaussian noise. Powers are
+    measured over real samples only.
+    """
+    low, high = snr_db
+    mask = lengths_to_mask(lengths, wave.size(1)).to(wave.dtype)  # (B, N)
+    if noise is None:
+        noise = torch.randn(wave.shape, generator=generator, device=generator.device).to(wave)
+    noise = noise * mask
+    count = lengths.clamp(min=1).to(wave.dtype)
+    signal_power = (wave * mask).pow(2).sum(1) / count  # (B,)
+    noise_power = noise.pow(2).sum(1) / count
+    snr = low + (high - low) * uniform((wave.size(0),), generator, wave.device)
+    scale = (signal_power / (noise_power.clamp(min=1e-12) * 10 ** (snr / 10))).sqrt()
+    return wave + scale[:, None] * noise
+
+
+def speed_perturb(
+    wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, factors: Sequence[float] = (0.9, 1.0, 1.1)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Play the batch faster or slower by a factor drawn from `factors` (Ko et al. 2015): pitch and
+    tempo change together, by resampling. (B, N) -> (B, N / factor), with new lengths."""
+    if not factors or min(factors) <= 0:
+        raise ConfigError(f"speed perturbation factors must be positive, got {list(factors)}")
+    factor = factors[int(uniform((1,), generator, torch.device("cpu")) * len(factors))]
+    ratio = Fraction(factor).limit_denominator(100)
+    if ratio == 1:
+        return wave, lengths
+    out = resample(wave, ratio.numerator, ratio.denominator)
+    new_lengths = resampled_lengths(lengths, ratio.numerator, ratio.denominator)
+    return out.masked_fill(~lengths_to_mask(new_lengths, out.size(1)), 0.0), new_lengths
+
+
+def time_shift(wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
+    """Delay or advance each utterance by up to `max_shift` samples inside its own length, filling with
+    silence: (B, N) -> (B, N). Lengths do not change; what is pushed past either end is dropped."""
+    shifts = (uniform((wave.size(0),), generator, wave.device) * (2 * max_shift + 1)).long() - max_shift  # (B,)
+    source = torch.arange(wave.size(1), device=wave.device)[None] - shifts[:, None]  # (B, N)
+    inside = (source >= 0) & (source < lengths[:, None]) & lengths_to_mask(lengths, wave.size(1))
+    return wave.gather(1, source.clamp(0, wave.size(1) - 1)).masked_fill(~inside, 0.0)

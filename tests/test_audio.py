@@ -1,0 +1,237 @@
+"""The audio front end: reading, resampling, Kaldi-compatible features, normalisation, augmentation."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from seqtrain.data import audio, augment
+from seqtrain.errors import DataError
+
+FIXTURE = Path(__file__).parent / "fixtures" / "kaldi_fbank_reference.pt"
+
+# Each case: (function, utterances, Kaldi keyword arguments). Reference values were computed once with
+# torchaudio 2.11's compliance/kaldi.py on `reference_signals()`; they are in FIXTURE.
+CASES = {
+    "fbank40": ("fbank", (0, 1), dict(num_mel_bins=40)),
+    "fbank23_8k_no_snip": ("fbank", (1,), dict(num_mel_bins=23, sample_frequency=8000.0, snip_edges=False)),
+    "fbank_hamming_plain": (
+        "fbank", (0, 1),
+        dict(num_mel_bins=23, window_type="hamming", preemphasis_coefficient=0.0, remove_dc_offset=False,
+             round_to_power_of_two=False, low_freq=100.0, high_freq=-400.0),
+    ),
+    "mfcc13": ("mfcc", (0, 1), dict(num_mel_bins=23, num_ceps=13, cepstral_lifter=22.0)),
+}
+OURS = {  # Kaldi's argument names -> ours
+    "sample_frequency": "sample_rate", "preemphasis_coefficient": "preemphasis", "window_type": "window",
+    "frame_length": "frame_length_ms", "frame_shift": "frame_shift_ms",
+}
+
+
+def reference_signals() -> list[torch.Tensor]:
+    """Two deterministic utterances (3200 and 2300 samples): two tones, a chirp and integer LCG noise."""
+    n = torch.arange(3200, dtype=torch.float64)
+    t = n / 16000
+    lcg = ((n.long() * 1103515245 + 12345) % 2**31).double() / 2**31 - 0.5  # exact in integer arithmetic
+    first = 0.4 * torch.sin(2 * math.pi * 440 * t) + 0.25 * torch.sin(2 * math.pi * 1250 * t + 0.5) + 0.05 * lcg
+    second = 0.3 * torch.sin(2 * math.pi * (300 * t + 6000 * t**2)) + 0.1 * lcg.flip(0)
+    return [first.float(), second[:2300].float()]
+
+
+def ours(function: str, kaldi_args: dict) -> torch.nn.Module:
+    args = {OURS.get(k, k): v for k, v in kaldi_args.items()}
+    return audio.Mfcc(**args) if function == "mfcc" else audio.Fbank(**args)
+
+
+def batched(function: str, utterances: tuple[int, ...], kaldi_args: dict) -> list[torch.Tensor]:
+    """Our features for the case's utterances, computed as one padded batch, split per utterance."""
+    signals = [reference_signals()[i] for i in utterances]
+    wave = torch.nn.utils.rnn.pad_sequence(signals, batch_first=True)
+    lengths = torch.tensor([len(s) for s in signals])
+    feats, frame_lengths = ours(function, kaldi_args)(wave, lengths)
+    assert (feats[0, frame_lengths[0]:] == 0).all() and (feats[-1, frame_lengths[-1]:] == 0).all()
+    return [f[:n] for f, n in zip(feats, frame_lengths.tolist())]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_features_match_stored_kaldi_reference(case):
+    reference = torch.load(FIXTURE, weights_only=True)
+    function, utterances, kaldi_args = CASES[case]
+    for got, expected in zip(batched(function, utterances, kaldi_args), reference[case], strict=True):
+        assert got.shape == expected.shape
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_features_match_live_torchaudio(case):
+    kaldi = pytest.importorskip("torchaudio.compliance.kaldi")
+    function, utterances, kaldi_args = CASES[case]
+    signals = [reference_signals()[i] for i in utterances]
+    expected = [getattr(kaldi, function)(s[None], dither=0.0, **kaldi_args) for s in signals]
+    for got, want in zip(batched(function, utterances, kaldi_args), expected, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-4, rtol=0)
+
+
+def sine(freq: float, rate: int, n: int, phase: float = 0.0) -> torch.Tensor:
+    return torch.sin(2 * math.pi * freq * torch.arange(n, dtype=torch.float64) / rate + phase).float()
+
+
+@pytest.mark.parametrize("orig, new", [(16000, 8000), (8000, 16000), (44100, 16000), (8000, 22050)])
+def test_resample_matches_a_known_sine(orig, new):
+    n = orig // 2
+    out = audio.resample(sine(440, orig, n)[None], orig, new)[0]
+    assert len(out) == math.ceil(n * new / orig)
+    edge = new // 50  # the filter sees the zeros past either end in the first and last 20 ms
+    error = (out - sine(440, new, len(out)))[edge:-edge].abs().max()
+    assert error < 2e-3
+
+
+def test_resample_batch_equals_each_utterance_alone():
+    a, b = sine(300, 16000, 4000), sine(700, 16000, 2500)
+    batch = torch.nn.utils.rnn.pad_sequence([a, b], batch_first=True)
+    out = audio.resample(batch, 16000, 11025)
+    lengths = audio.resampled_lengths(torch.tensor([4000, 2500]), 16000, 11025)
+    for row, single, n in zip(out, [a, b], lengths.tolist()):
+        torch.testing.assert_close(row[:n], audio.resample(single[None], 16000, 11025)[0], atol=1e-6, rtol=0)
+
+
+def test_load_audio_mixes_down_and_resamples(tmp_path):
+    left, right = sine(440, 44100, 22050), 0.5 * sine(440, 44100, 22050)
+    path = tmp_path / "stereo.flac"
+    soundfile.write(path, torch.stack([left, right], 1).numpy(), 44100)
+    wave = audio.load_audio(path, 16000)
+    assert wave.dtype == torch.float32 and wave.shape == (8000,)
+    error = (wave - 0.75 * sine(440, 16000, 8000))[320:-320].abs().max()
+    assert error < 2e-3  # flac is 16-bit: quantisation plus the resampler
+
+
+@pytest.mark.parametrize("content", [b"", b"not audio at all\n", None])
+def test_unreadable_empty_or_missing_files_are_one_line_data_errors(tmp_path, content):
+    path = tmp_path / "clip.wav"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(DataError) as error:
+        audio.load_audio(path, 16000)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_wav_without_samples_is_a_data_error(tmp_path):
+    path = tmp_path / "empty.wav"
+    soundfile.write(path, np.zeros((0, 1), dtype="float32"), 16000)
+    with pytest.raises(DataError, match="no audio samples"):
+        audio.load_audio(path, 16000)
+
+
+@pytest.mark.parametrize("snip_edges", [True, False])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))])
+def test_padding_never_changes_features(snip_edges, device):
+    signals = reference_signals()
+    fbank = audio.Fbank(num_mel_bins=40, snip_edges=snip_edges).to(device)
+    wave = torch.nn.utils.rnn.pad_sequence(signals, batch_first=True).to(device)
+    wave[1, len(signals[1]):] = 7.0  # garbage in the padding must not leak into real frames
+    feats, frame_lengths = fbank(wave, torch.tensor([len(s) for s in signals], device=device))
+    for row, n, signal in zip(feats, frame_lengths.tolist(), signals):
+        alone, alone_lengths = fbank(signal[None].to(device))
+        assert alone_lengths.item() == n
+        torch.testing.assert_close(row[:n], alone[0], atol=1e-5, rtol=0)
+        assert (row[n:] == 0).all()
+
+
+def test_dither_draws_from_the_given_generator():
+    wave = reference_signals()[0][None]
+    fbank = audio.Fbank(dither=1.0)
+    first = fbank(wave, generator=torch.Generator().manual_seed(3))[0]
+    assert torch.equal(first, fbank(wave, generator=torch.Generator().manual_seed(3))[0])
+    assert not torch.equal(first, fbank(wave, generator=torch.Generator().manual_seed(4))[0])
+
+
+def padded_features() -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, 12, 5) random features with lengths 12, 7, 3 and garbage in the padding."""
+    feats = torch.randn(3, 12, 5, generator=torch.Generator().manual_seed(0)) * 3 + 1
+    lengths = torch.tensor([12, 7, 3])
+    feats[1, 7:] = 100.0
+    feats[2, 3:] = -50.0
+    return feats, lengths
+
+
+def test_utterance_normalisation_uses_real_frames_only():
+    feats, lengths = padded_features()
+    out = audio.normalize_utterances(feats, lengths)
+    for row, n in zip(out, lengths.tolist()):
+        torch.testing.assert_close(row[:n].mean(0), torch.zeros(5), atol=1e-5, rtol=0)
+        torch.testing.assert_close(row[:n].var(0, unbiased=False), torch.ones(5), atol=1e-3, rtol=0)
+        assert (row[n:] == 0).all()
+
+
+def test_global_normalisation_matches_statistics_of_all_real_frames():
+    feats, lengths = padded_features()
+    real = torch.cat([row[:n] for row, n in zip(feats, lengths.tolist())]).double()  # (22, 5)
+    norm = audio.GlobalNormalizer(5)
+    norm.update(feats[:2], lengths[:2])
+    norm.update(feats[2:], lengths[2:])
+    norm.freeze()
+    norm.update(feats * 10, lengths)  # frozen: ignored
+    out = norm(feats, lengths)
+    expected = (real - real.mean(0)) / (real.var(0, unbiased=False) + 1e-5).sqrt()
+    torch.testing.assert_close(out[0].double(), expected[:12], atol=1e-5, rtol=0)
+    assert (out[1, 7:] == 0).all()
+    restored = audio.GlobalNormalizer(5)
+    restored.load_state_dict(norm.state_dict())  # the statistics travel with the checkpoint
+    assert torch.equal(restored(feats, lengths), out)
+
+
+def test_spec_augment_masks_bands_inside_each_utterance():
+    feats, lengths = padded_features()
+    feats = audio.normalize_utterances(feats, lengths) + 10  # no real value is 0 ...
+    feats[1, 7:], feats[2, 3:] = 0, 0  # ... and padding is
+    out = augment.spec_augment(feats, lengths, torch.Generator().manual_seed(0), time_masks=2, max_time_width=4,
+                               max_time_fraction=0.5, freq_masks=1, max_freq_width=2)
+    again = augment.spec_augment(feats, lengths, torch.Generator().manual_seed(0), time_masks=2, max_time_width=4,
+                                 max_time_fraction=0.5, freq_masks=1, max_freq_width=2)
+    assert torch.equal(out, again)
+    for row, n in zip(out, lengths.tolist()):
+        assert (row[n:] == 0).all()
+        zero_frames = (row[:n] == 0).all(1).sum()
+        assert zero_frames <= 2 * min(4, int(n * 0.5))
+        assert (row[:n] == 0).all(0).sum() <= 2 or zero_frames == n  # at most one band of 2 bins
+    assert (out == 0).any()
+
+
+def test_add_noise_reaches_the_drawn_snr_and_leaves_padding_silent():
+    wave = torch.nn.utils.rnn.pad_sequence([sine(440, 16000, 16000), 0.1 * sine(900, 16000, 8000)], batch_first=True)
+    lengths = torch.tensor([16000, 8000])
+    out = augment.add_noise(wave, lengths, torch.Generator().manual_seed(1), snr_db=(10.0, 10.0))
+    assert (out[1, 8000:] == 0).all()
+    for clean, noisy, n in zip(wave, out, lengths.tolist()):
+        noise = (noisy - clean)[:n]
+        snr = 10 * torch.log10(clean[:n].pow(2).mean() / noise.pow(2).mean())
+        assert abs(float(snr) - 10.0) < 1e-3
+
+
+def test_speed_perturbation_changes_tempo_and_pitch():
+    wave = torch.nn.utils.rnn.pad_sequence([sine(1000, 16000, 16000), sine(1000, 16000, 8000)], batch_first=True)
+    lengths = torch.tensor([16000, 8000])
+    out, new_lengths = augment.speed_perturb(wave, lengths, torch.Generator().manual_seed(0), factors=(1.25,))
+    assert new_lengths.tolist() == [12800, 6400] and out.size(1) == 12800
+    assert (out[1, 6400:] == 0).all()
+    spectrum = torch.fft.rfft(out[0, :12800]).abs()
+    assert int(spectrum.argmax()) * 16000 / 12800 == pytest.approx(1250, abs=2)  # played 1.25 times faster
+
+
+def test_time_shift_moves_content_inside_each_length():
+    wave = torch.arange(1, 11, dtype=torch.float32).repeat(2, 1)  # (2, 10), values 1..10
+    lengths = torch.tensor([10, 6])
+    wave[1, 6:] = 0
+    out = augment.time_shift(wave, lengths, torch.Generator().manual_seed(5), max_shift=3)
+    assert (out[1, 6:] == 0).all()
+    for row, n in zip(out, lengths.tolist()):
+        real = row[:n][row[:n] != 0]
+        assert len(real) >= n - 3
+        assert torch.equal(real, torch.arange(real[0], real[0] + len(real)))  # a contiguous stretch, in order
+    shifts = {int((row != 0).nonzero()[0]) - int(row[row != 0][0]) + 1 for row in out}
+    assert all(abs(s) <= 3 for s in shifts)
