@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Train recurrent and attention sequence models. Start with `seqtrain recipes`.",
 )
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 
 Overrides = Annotated[Optional[list[str]], typer.Argument(help="recipe=NAME and Hydra overrides such as optim.lr=3e-3", show_default=False)]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show the traceback of an error.")]

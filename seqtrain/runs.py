@@ -23,6 +23,7 @@ def fit(cfg: RunConfig, console: Console) -> tuple[Path, dict[str, float]]:
         run_dir = Path(cfg.trainer.resume)
         vocab = checkpoint.load(checkpoint.find(run_dir, prefer="last"), recipe=cfg.recipe)["vocab"]
     prepared = module.prepare(cfg.data, vocab, ("train", "valid"))
+    trainer.seed_everything(cfg.trainer.seed)
     model = module.build_model(cfg.model, prepared.vocab)
     if not cfg.trainer.resume:
         run_dir = new_run_dir(cfg.recipe, cfg.run_dir)

@@ -103,6 +103,12 @@ class TrainState:
     bad_validations: int = 0
 
 
+def seed_everything(seed: int) -> None:
+    """Seed the RNGs seqtrain draws from (Python's and torch's); call it before building the model."""
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -127,12 +133,11 @@ def fit(
     `meta` (recipe, config, vocab) goes into every checkpoint so that a checkpoint alone can rebuild
     the model. Checkpoints go to run_dir/checkpoints; TensorBoard events and metrics.jsonl to run_dir.
     """
-    console = console or Console(stderr=True)
+    console = console or Console(stderr=True, soft_wrap=True)
 
     # 1. Device, seed, model.
     device = pick_device(cfg.device)
-    random.seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
+    seed_everything(cfg.seed)
     model = task.model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     forward_model = torch.compile(model) if cfg.compile else model

@@ -109,6 +109,8 @@ def _file_key(path: Path, *extra: str) -> str:
 
 def corpus_stats(path: Path, train_fraction: float, cache: Path) -> tuple[int, list[str]]:
     """(total characters, training-split character set), cached per file version."""
+    if not path.is_file():
+        raise DataError(f"no such file: {path}")
     meta = cache / f"{_file_key(path, str(train_fraction))}.json"
     if meta.is_file():
         saved = json.loads(meta.read_text())

@@ -1,0 +1,37 @@
+"""Shared fixtures: a small corpus, an isolated cache, and the shared data sets when present."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Each test session gets its own download/token cache, never the user's."""
+    monkeypatch.setenv("SEQTRAIN_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory) -> Path:
+    """About 40k characters of patterned text, enough for a tiny LM to learn something quickly."""
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "big", "red", "ball"]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(4, 10))) + "." for _ in range(1000)]
+    path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def tiny_overrides(corpus: Path, *extra: str) -> list[str]:
+    """A char_lm config that trains in a second or two."""
+    return [
+        "data=text", f"data.path={corpus}", "data.seq_len=32", "data.batch_size=16",
+        "model.hidden_size=32", "model.num_layers=1", "model.embedding_dim=16", "model.dropout=0.0",
+        "trainer.max_time=null", "trainer.max_steps=30", "trainer.val_every_steps=10",
+        "trainer.val_max_batches=5", "trainer.log_every_steps=5", *extra,
+    ]

@@ -1,0 +1,62 @@
+import pytest
+
+from seqtrain import config
+from seqtrain.errors import ConfigError
+
+
+def test_compose_types_every_section():
+    cfg = config.compose("char_lm", ["optim.lr=3e-3", "data.max_tokens=4096", "model.cell=gru"])
+    assert cfg.optim.lr == 3e-3 and cfg.model.cell == "gru"
+    assert cfg.data.max_tokens == 4096 and cfg.data.batch_size is None
+    assert cfg.resolved["optim"]["lr"] == 3e-3
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("optim.lrr=1", "unknown key optim.lrr; valid keys there: name, lr,"),
+        ("optim=adamm", "unknown optim option 'adamm'; valid: adagrad, adam, adamw, rmsprop, sgd"),
+        ("optim.lr=abc", "optim.lr: Value 'abc' of type 'str' could not be converted to Float"),
+        ("optim.lr=-1", "optim.lr must be positive"),
+        ("model.cell=transformer", "model.cell='transformer' is unknown; valid: rnn_tanh"),
+        ("data=text", "data=text needs data.path=FILE"),
+        ("optim.lr==", "cannot parse override"),
+        ("trainer.max_time=null", "set a budget"),
+    ],
+)
+def test_bad_overrides_are_one_line_config_errors(override, message):
+    with pytest.raises(ConfigError) as info:
+        config.compose("char_lm", [override])
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_recipe_is_required_and_checked():
+    with pytest.raises(ConfigError, match="which recipe"):
+        config.split_recipe(["optim.lr=1"])
+    with pytest.raises(ConfigError, match="unknown recipe 'nope'; valid: .*char_lm"):
+        config.split_recipe(["recipe=nope"])
+    assert config.split_recipe(["recipe=char_lm", "a=1"]) == ("char_lm", ["a=1"])
+
+
+def test_sweeps_expand_comma_range_and_choice():
+    combos = config.expand_sweeps(["optim.lr=1e-3,3e-3", "model.num_layers=range(1,3)", "model.cell=choice(gru,lstm)", "x=1"])
+    assert len(combos) == 8
+    assert ["optim.lr=0.001", "model.num_layers=1", "model.cell=gru", "x=1"] in combos
+
+
+def test_an_existing_run_dir_is_never_reused(tmp_path):
+    target = tmp_path / "run"
+    assert config.new_run_dir("char_lm", str(target)) == target
+    with pytest.raises(ConfigError, match="already exists"):
+        config.new_run_dir("char_lm", str(target))
+
+
+def test_default_run_dirs_do_not_collide(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    first, second = config.new_run_dir("char_lm", None), config.new_run_dir("char_lm", None)
+    assert first != second and first.parent == second.parent == tmp_path.joinpath("runs", "char_lm").relative_to(tmp_path)
+
+
+def test_configs_resolve_from_the_package():
+    root = config.config_root()
+    assert (root / "conf" / "optim" / "adam.yaml").is_file() and "char_lm" in config.recipe_files()

@@ -1,0 +1,103 @@
+import math
+
+import pytest
+import torch
+
+from seqtrain.errors import ConfigError
+from seqtrain.optim import OPTIMIZERS, OptimConfig, SchedConfig, Schedule, build_optimizer, l1_penalty
+
+
+def lrs(sched: SchedConfig, steps: int, total: int | None = None, lr: float = 1.0) -> list[float]:
+    param = torch.nn.Parameter(torch.zeros(2, 2))
+    opt = torch.optim.SGD([param], lr=lr)
+    schedule = Schedule(opt, sched, total, mode="min")
+    out = []
+    for _ in range(steps):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step()
+    return out
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_reduces_a_quadratic(name):
+    w = torch.nn.Parameter(torch.tensor([[3.0, -2.0]]))
+    opt = build_optimizer([w], OptimConfig(name=name, lr=0.1, momentum=0.5 if name in ("sgd", "rmsprop") else 0.0))
+    for _ in range(50):
+        loss = (w**2).sum()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    assert (w**2).sum() < 13.0 * 0.5
+
+
+def test_weight_decay_skips_biases():
+    weight, bias = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
+    opt = build_optimizer([weight, bias], OptimConfig(name="sgd", lr=0.1, weight_decay=0.5))
+    decays = {len(g["params"][0].shape): g["weight_decay"] for g in opt.param_groups}
+    assert decays == {2: 0.5, 1: 0.0}
+
+
+def test_l1_penalty_sums_absolute_weight_matrices_only():
+    assert l1_penalty([torch.nn.Parameter(-torch.ones(2, 3)), torch.nn.Parameter(torch.ones(5))]).item() == 6.0
+
+
+def test_bad_values_are_config_errors():
+    with pytest.raises(ConfigError, match="positive"):
+        OptimConfig(lr=-1)
+    with pytest.raises(ConfigError, match="nesterov"):
+        OptimConfig(name="adam", nesterov=True)
+    with pytest.raises(ConfigError, match="unknown"):
+        SchedConfig(name="wavy")
+
+
+def test_warmup_then_cosine_reaches_the_floor_at_the_end():
+    out = lrs(SchedConfig(name="cosine", warmup_steps=10, min_lr_ratio=0.1), steps=111, total=110)
+    assert out[0] < 0.1 and out[:11] == sorted(out[:11])
+    assert out[10] == pytest.approx(1.0)
+    assert out[110] == pytest.approx(0.1, abs=1e-3)
+    assert out[10:] == sorted(out[10:], reverse=True)
+
+
+def test_linear_decay_and_step_and_exponential():
+    assert lrs(SchedConfig(name="linear", min_lr_ratio=0.0), 101, total=100)[100] == pytest.approx(0.0, abs=1e-9)
+    step = lrs(SchedConfig(name="step", gamma=0.1, step_size=5), 11)
+    assert step[4] == 1.0 and step[5] == pytest.approx(0.1) and step[10] == pytest.approx(0.01)
+    assert lrs(SchedConfig(name="exponential", gamma=0.5, step_size=10), 11)[10] == pytest.approx(0.5)
+
+
+def test_inverse_sqrt_is_continuous_after_warmup():
+    out = lrs(SchedConfig(name="inverse_sqrt", warmup_steps=100), 500)
+    assert out[100] == pytest.approx(1.0)
+    assert out[400] == pytest.approx(math.sqrt(100 / 400))
+
+
+def test_cosine_without_a_known_length_is_a_config_error():
+    with pytest.raises(ConfigError, match="max_steps"):
+        lrs(SchedConfig(name="cosine"), 1, total=None)
+
+
+def test_newbob_anneals_only_when_validation_stalls():
+    param = torch.nn.Parameter(torch.zeros(1, 1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    schedule = Schedule(opt, SchedConfig(name="newbob", factor=0.5, patience=0), None, mode="min")
+    for metric in (3.0, 2.0, 2.5, 1.0, 1.5):
+        schedule.validated(metric)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
+
+
+def test_schedule_state_round_trips():
+    param = torch.nn.Parameter(torch.zeros(1, 1))
+    opt = torch.optim.SGD([param], lr=1.0)
+    cfg = SchedConfig(name="cosine", warmup_steps=5)
+    schedule = Schedule(opt, cfg, 50, "min")
+    for _ in range(20):
+        opt.step()
+        schedule.step()
+    fresh_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1, 1))], lr=1.0)
+    fresh = Schedule(fresh_opt, cfg, 50, "min")
+    fresh.load_state_dict(schedule.state_dict())
+    fresh_opt.load_state_dict(opt.state_dict())
+    for _ in range(5):
+        opt.step(), schedule.step(), fresh_opt.step(), fresh.step()
+    assert fresh_opt.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])

@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from seqtrain.models.init import initialize
+from seqtrain.models.rnn import CELLS, RecurrentStack
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_padding_never_changes_outputs_or_final_state(cell, bidirectional):
+    torch.manual_seed(0)
+    rnn = RecurrentStack(cell, 4, 6, num_layers=2, bidirectional=bidirectional).eval()
+    short, long = torch.randn(1, 3, 4), torch.randn(1, 7, 4)
+    alone_out, alone_state = rnn(short)
+    batch = torch.cat([torch.nn.functional.pad(short, (0, 0, 0, 4)), long])
+    out, state = rnn(batch, torch.tensor([3, 7]))
+    assert torch.allclose(out[0, :3], alone_out[0], atol=1e-6)
+    assert torch.all(out[0, 3:] == 0)
+    h = state[0] if isinstance(state, tuple) else state
+    h_alone = alone_state[0] if isinstance(alone_state, tuple) else alone_state
+    assert torch.allclose(h[:, 0], h_alone[:, 0], atol=1e-6)
+
+
+def test_orthogonal_recurrent_init_and_forget_bias():
+    lstm = RecurrentStack("lstm", 4, 8)
+    initialize(lstm, "xavier", "orthogonal")
+    w_hh = lstm.rnn.weight_hh_l0.detach()
+    for gate in w_hh.chunk(4):
+        assert torch.allclose(gate @ gate.T, torch.eye(8), atol=1e-5)
+    assert torch.all(lstm.rnn.bias_ih_l0.detach().chunk(4)[1] == 1) and torch.all(lstm.rnn.bias_hh_l0 == 0)
+
+
+def test_kaiming_init_scales_with_fan_in():
+    layer = torch.nn.Sequential(torch.nn.Linear(1000, 1000))
+    initialize(layer, "kaiming")
+    assert layer[0].weight.std().item() == pytest.approx((2 / 1000) ** 0.5, rel=0.05)

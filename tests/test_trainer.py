@@ -1,0 +1,136 @@
+import io
+import json
+import os
+import signal
+
+import pytest
+import torch
+from rich.console import Console
+
+from conftest import tiny_overrides
+from seqtrain import checkpoint, config, runs, trainer
+from seqtrain.data.sampler import BatchingConfig
+from seqtrain.errors import Interrupted, TrainingError
+from seqtrain.optim import OptimConfig, SchedConfig
+from seqtrain.recipes import char_lm
+
+
+class Regression(torch.utils.data.Dataset):
+    """Sequences of 3-d vectors whose target is a fixed linear function of their mean."""
+
+    def __init__(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 5, 3, generator=g)
+        self.y = self.x.mean(1) @ torch.tensor([1.0, -2.0, 0.5])
+        self.lengths = [5] * n
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def regression_task(summarize=None):
+    def step(model, batch):
+        err = (model(batch["x"]).mean(1).squeeze(-1) - batch["y"]) ** 2
+        return err.mean(), {"sq": err.sum().detach(), "n": torch.tensor(float(len(err)))}
+
+    def collate(items):
+        return {"x": torch.stack([x for x, _ in items]), "y": torch.stack([y for _, y in items])}
+
+    torch.manual_seed(0)
+    return trainer.Task(torch.nn.Linear(3, 1), step, summarize or (lambda t: {"loss": float(t["sq"] / t["n"])}), collate)
+
+
+def fit_regression(tmp_path, task=None, shuffle=True, batch_size=8, **overrides):
+    cfg = trainer.TrainerConfig(**{"max_steps": 40, "log_every_steps": 5, "val_every_steps": 10, **overrides})
+    meta = {"recipe": "toy", "config": {"model": {}}, "vocab": {}}
+    task = task or regression_task()
+    metrics = trainer.fit(
+        task, Regression(64, 1), Regression(32, 2), cfg, OptimConfig(name="sgd", lr=0.1), SchedConfig(),
+        BatchingConfig(batch_size=batch_size), tmp_path, meta, shuffle_train=shuffle,
+    )
+    return task.model, metrics
+
+
+def test_training_reduces_validation_loss_and_logs(tmp_path):
+    _, metrics = fit_regression(tmp_path)
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    valid = [r["loss"] for r in records if r["split"] == "valid"]
+    assert valid[-1] < valid[0] / 5 and metrics["loss"] == valid[-1]
+    train = [r for r in records if r["split"] == "train"]
+    assert {"loss", "lr", "grad_norm", "tokens_per_s"} <= train[0].keys()
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
+    assert (tmp_path / "checkpoints" / "best.pt").is_file() and (tmp_path / "checkpoints" / "last.pt").is_file()
+
+
+def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
+    big, _ = fit_regression(tmp_path / "a", shuffle=False, batch_size=16, max_steps=8)
+    accumulated, _ = fit_regression(tmp_path / "b", shuffle=False, batch_size=8, grad_accum=2, max_steps=8)
+    assert torch.allclose(big.weight, accumulated.weight, atol=1e-6)
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
+    metrics_seen = iter([3.0, 2.0, 2.5, 2.4, 2.6, 1.0, 1.0])
+    task = regression_task(summarize=lambda totals: {"loss": next(metrics_seen)})
+    cfg_stop = trainer.EarlyStoppingConfig(monitor="loss", mode="min", patience=2)
+    fit_regression(tmp_path, task=task, max_steps=1000, early_stopping=cfg_stop, log_every_steps=1000)
+    best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
+    last = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    assert best["metrics"]["loss"] == 2.0 and best["trainer"]["step"] == 20
+    assert last["trainer"]["step"] == 40  # validations at 10, 20 (best), 30, 40: two without improvement
+
+
+def test_a_non_finite_loss_stops_clearly_and_keeps_the_last_good_checkpoint(tmp_path):
+    task = regression_task()
+    good_step = task.step
+    calls = {"n": 0}
+
+    def exploding(model, batch):
+        calls["n"] += model.training
+        loss, stats = good_step(model, batch)
+        return (loss * float("nan"), stats) if calls["n"] > 25 else (loss, stats)
+
+    task.step = exploding
+    with pytest.raises(TrainingError, match="loss became nan at step 26"):
+        fit_regression(tmp_path, task=task)
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["trainer"]["step"] == 20
+
+
+def test_a_spent_budget_on_resume_trains_no_further(tmp_path):
+    fit_regression(tmp_path, max_steps=10)
+    model, _ = fit_regression(tmp_path, max_steps=10, resume=str(tmp_path))
+    assert checkpoint.load(tmp_path / "checkpoints" / "last.pt")["trainer"]["step"] == 10
+
+
+def fit_char_lm(corpus, *extra):
+    return runs.fit(config.for_fit("char_lm", tiny_overrides(corpus, *extra)), Console(file=io.StringIO()))
+
+
+@pytest.mark.parametrize("stop_at", [13, 75])  # mid-epoch, and in the second epoch (70 batches per epoch)
+def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_same_weights(corpus, tmp_path, monkeypatch, stop_at):
+    common = ["model.dropout=0.2", "sched=cosine", "sched.warmup_steps=5", "trainer.max_steps=90",
+              "trainer.val_every_steps=30"]
+    fit_char_lm(corpus, *common, f"run_dir={tmp_path / 'whole'}")
+
+    real_step, calls = char_lm.step, {"n": 0}
+
+    def step_then_sigterm(model, batch):
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] == stop_at:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(model, batch)
+
+    monkeypatch.setattr(char_lm, "step", step_then_sigterm)
+    with pytest.raises(Interrupted, match=f"stopped at step {stop_at}; .*resume with: seqtrain fit recipe=char_lm trainer.resume="):
+        fit_char_lm(corpus, *common, f"run_dir={tmp_path / 'stopped'}")
+    monkeypatch.setattr(char_lm, "step", real_step)
+    fit_char_lm(corpus, *common, f"trainer.resume={tmp_path / 'stopped'}")
+
+    whole = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
+    resumed = checkpoint.load(tmp_path / "stopped" / "checkpoints" / "last.pt")
+    assert resumed["trainer"]["step"] == whole["trainer"]["step"] == 90
+    tensors = {k: v for k, v in whole["model"].items() if torch.is_tensor(v)}
+    assert tensors and all(torch.equal(v, resumed["model"][k]) for k, v in tensors.items())
