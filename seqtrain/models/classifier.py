@@ -84,11 +84,11 @@ class SequenceClassifier(nn.Module):
 
     def pool(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, H) -> (B, H), looking only at the first `lengths[b]` positions of each row."""
-        mask = lengths_to_mask(lengths.to(states.device), states.size(1))  # (B, T)
         if self.pooling == "last":
             return self.last_state(states, lengths)
         if self.pooling == "mean":
             return states.sum(dim=1) / lengths.to(states)[:, None]  # padded positions are already zero
+        mask = lengths_to_mask(lengths.to(states.device), states.size(1))  # (B, T)
         if self.pooling == "max":
             return states.masked_fill(~mask[..., None], float("-inf")).amax(dim=1)
         return self.attention(states, mask)[0]
