@@ -150,6 +150,14 @@ def test_dither_draws_from_the_given_generator():
     assert not torch.equal(first, fbank(wave, generator=torch.Generator().manual_seed(4))[0])
 
 
+def test_double_precision_input_gives_double_features():
+    wave = reference_signals()[0][None].double()
+    feats, _ = audio.Fbank(num_mel_bins=40)(wave)
+    reference = torch.load(FIXTURE, weights_only=True)["fbank40"][0]
+    assert feats.dtype == torch.float64
+    torch.testing.assert_close(feats[0].float(), reference, atol=1e-4, rtol=0)
+
+
 def padded_features() -> tuple[torch.Tensor, torch.Tensor]:
     """(3, 12, 5) random features with lengths 12, 7, 3 and garbage in the padding."""
     feats = torch.randn(3, 12, 5, generator=torch.Generator().manual_seed(0)) * 3 + 1

@@ -29,7 +29,7 @@ def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
     """Read a wav/flac file as a mono float32 waveform (N,) at `sample_rate`."""
     try:
         data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)  # (N, channels)
-    except (soundfile.LibsndfileError, RuntimeError, OSError, TypeError) as error:
+    except (soundfile.LibsndfileError, RuntimeError, OSError) as error:
         raise DataError(f"{path}: not a readable audio file ({error})") from None
     if data.size == 0:
         raise DataError(f"{path}: the file holds no audio samples")
@@ -177,7 +177,7 @@ class Fbank(nn.Module):
         spectrum = torch.fft.rfft(frames).abs()  # (B, T, fft_size // 2 + 1)
         if self.use_power:
             spectrum = spectrum.pow(2)
-        feats = spectrum @ self.banks.T  # (B, T, num_mel_bins)
+        feats = spectrum @ self.banks.T.to(spectrum)  # (B, T, num_mel_bins)
         if self.use_log_fbank:
             feats = feats.clamp(min=EPSILON).log()
         mask = lengths_to_mask(frame_lengths, feats.size(1))
@@ -202,7 +202,7 @@ class Mfcc(nn.Module):
     def forward(self, wave, lengths=None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N), (B,) -> (B, T, num_ceps), (B,)"""
         feats, frame_lengths = self.fbank(wave, lengths, generator)  # (B, T, M)
-        return feats @ self.dct, frame_lengths  # padding stays zero
+        return feats @ self.dct.to(feats), frame_lengths  # padding stays zero
 
 
 def masked_moments(feats: torch.Tensor, lengths: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
