@@ -89,3 +89,34 @@ def test_stdlib_corpus_is_real_python_source(tmp_path):
     path = char_lm.stdlib_corpus(tmp_path, 20_000)
     text = path.read_text()
     assert len(text) == 20_000 and "def " in text and "import " in text
+
+
+def test_tinyshakespeare_option_downloads_from_its_url_and_checks_it(tmp_path, corpus):
+    import hashlib
+    import http.server
+    import io
+    import threading
+    from functools import partial
+
+    from rich.console import Console
+
+    from seqtrain import config, runs
+
+    (tmp_path / "www").mkdir()
+    (tmp_path / "www" / "input.txt").write_bytes(corpus.read_bytes())
+    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / "www"))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/input.txt"
+    try:
+        overrides = [
+            "data=tinyshakespeare", f"data.url={url}", f"data.sha256={hashlib.sha256(corpus.read_bytes()).hexdigest()}",
+            f"data.cache_dir={tmp_path / 'cache'}", "model.hidden_size=16", "model.num_layers=1",
+            "trainer.max_time=null", "trainer.max_steps=3", f"run_dir={tmp_path / 'run'}",
+        ]
+        run_dir, metrics = runs.fit(config.compose("char_lm", overrides), Console(file=io.StringIO()))
+    finally:
+        httpd.shutdown()
+    assert (tmp_path / "cache" / "tinyshakespeare.txt").read_bytes() == corpus.read_bytes()
+    assert metrics["loss"] > 0

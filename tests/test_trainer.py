@@ -134,3 +134,20 @@ def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_same_weights(corpus,
     assert resumed["trainer"]["step"] == whole["trainer"]["step"] == 90
     tensors = {k: v for k, v in whole["model"].items() if torch.is_tensor(v)}
     assert tensors and all(torch.equal(v, resumed["model"][k]) for k, v in tensors.items())
+
+
+@pytest.mark.parametrize(
+    "switches",
+    [
+        ["trainer.precision=bf16"],
+        ["trainer.log_histograms_every=5", "trainer.clip_grad_norm=null", "trainer.clip_grad_value=0.5"],
+        ["data.stateful=true", "optim=sgd", "optim.momentum=0.9", "optim.nesterov=true"],
+        ["data.max_tokens=256", "trainer.grad_accum=2", "optim=rmsprop", "optim.l1=1e-5"],
+        ["sched=newbob", "optim=adagrad", "model.cell=rnn_tanh", "model.init=xavier", "model.recurrent_init=orthogonal"],
+    ],
+)
+def test_trainer_switches_train_end_to_end(corpus, tmp_path, switches):
+    run_dir, metrics = fit_char_lm(corpus, "trainer.max_steps=12", f"run_dir={tmp_path / 'run'}", *switches)
+    assert metrics["loss"] < 2.9  # below a uniform guess over the 17-character vocabulary
+    records = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
+    assert any(r["split"] == "train" for r in records)
