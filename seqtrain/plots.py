@@ -38,7 +38,9 @@ def _figure(weights, source: Sequence[str], target: Sequence[str]):
 
     weights = weights.detach().float().cpu().numpy() if torch.is_tensor(weights) else np.asarray(weights)
     if weights.shape != (len(target), len(source)):
-        raise ValueError(f"attention of shape {tuple(weights.shape)} needs {len(target)} target x {len(source)} source labels")
+        raise ValueError(
+            f"attention of shape {tuple(weights.shape)} needs {len(target)} target x {len(source)} source labels"
+        )
     # About a third of an inch per token, within sizes that stay readable.
     figure = Figure(figsize=(min(max(3.0, 0.35 * len(source) + 1.5), 16), min(max(3.0, 0.35 * len(target) + 1.2), 16)),
                     dpi=100, layout="constrained")

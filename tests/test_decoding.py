@@ -114,6 +114,15 @@ def test_length_normalisation_changes_the_choice():
     assert greedy(model, src, lengths, BOS, EOS, SearchOptions(beam_size=1))[0].tokens == []
 
 
+def test_beam_search_goes_on_while_a_likelier_beam_is_live():
+    # Two unlikely early EOS candidates fill both slots after step 2, while "A B" (p = 0.94) has not ended yet.
+    model = Table({BOS: {A: 0.96, EOS: 0.02, B: 0.015, C: 0.005}, A: {B: 0.98, EOS: 0.015, C: 0.005},
+                   B: {EOS: 0.98, C: 0.02}, C: {EOS: 1.0}})
+    src, lengths = padded([[3, 4]])
+    best = decode(model, src, lengths, BOS, EOS, SearchOptions(beam_size=2, length_norm="none"))[0]
+    assert best.tokens == [A, B] and best.log_prob == pytest.approx(np.log(0.96 * 0.98 * 0.98))
+
+
 @pytest.mark.parametrize("beam_size", [1, 3])
 def test_the_max_length_rule_cuts_hypotheses_that_never_end(beam_size):
     model = Table({BOS: {C: 0.6, A: 0.4}, A: {A: 0.5, C: 0.5}, C: {C: 0.9, A: 0.1}})  # EOS is impossible

@@ -6,7 +6,7 @@ import torch
 from torch.nn import functional as F
 
 from seqtrain.data.collate import pad
-from seqtrain.models.decoding import SearchOptions, greedy
+from seqtrain.models.decoding import SearchOptions, decode
 from seqtrain.models.seq2seq import Seq2Seq
 
 PAD, BOS, EOS = 0, 1, 2
@@ -99,7 +99,8 @@ def test_a_tiny_model_learns_to_reverse():
         schedule.step()
     sources, targets = reverse_task(200, data)
     src, src_lengths, _, _ = batch_of(sources, targets)
-    hypotheses = greedy(model, src, src_lengths, BOS, EOS, SearchOptions(beam_size=1, max_len_a=1, max_len_b=3))
-    exact = sum(h.tokens == t for h, t in zip(hypotheses, targets)) / len(targets)
+    for beam_size in (1, 3):
+        hypotheses = decode(model, src, src_lengths, BOS, EOS, SearchOptions(beam_size, max_len_a=1, max_len_b=3))
+        exact = sum(h.tokens == t for h, t in zip(hypotheses, targets)) / len(targets)
+        assert exact == 1.0, f"beam {beam_size}: exact match {exact:.3f} (last loss {loss.item():.4f})"
     assert model.training  # decoding restored the mode
-    assert exact == 1.0, f"exact match {exact:.3f} (last loss {loss.item():.4f})"

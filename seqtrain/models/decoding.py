@@ -119,8 +119,10 @@ def beam_search(model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos:
     Each step scores every (beam, next token) pair of every active sentence at once, keeps the 2K best
     per sentence (at most K of them end in EOS, so K can always continue), moves EOS-ended ones among
     the K best to the sentence's finished list, and continues the K best others. A sentence is done
-    when it has K finished hypotheses or reaches its max length (its live beams are then kept as
-    unfinished hypotheses).
+    when it reaches its max length (its live beams are then kept as unfinished hypotheses), or when it
+    has K finished hypotheses and none of them would be displaced by its best live beam ending now.
+    (Stopping at K finished alone, as fairseq does, can stop while a far likelier beam is still going:
+    in a small vocabulary, early EOS candidates easily fill the K best slots.)
     """
     batch, k, device = src.size(0), options.beam_size, src.device
     limits, src_lens = max_lengths(lengths, options), lengths.tolist()
@@ -142,14 +144,17 @@ def beam_search(model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos:
             is_eos = words == eos
             keep, pos = top.masked_fill(is_eos, float("-inf")).topk(k, dim=1)  # (n, K) best continuing
             at_limit = torch.tensor([limits[b] == t + 1 for b in sentences], device=device)[:, None]  # (n, 1)
-            ending = is_eos & (torch.arange(top.size(1), device=device) < k)  # EOS among the K best
+            ending = is_eos & (torch.arange(top.size(1), device=device) < k)  # (n, 2K) EOS among the K best
+            # At a sentence's max length its K best continuing candidates end too, unfinished.
             ending = ending | torch.zeros_like(ending).scatter(1, pos, at_limit.expand(-1, k))
             for i, j in (ending & top.isfinite()).nonzero().tolist():
                 b, r = sentences[i], int(rows[i, j])
                 tokens = history[r, 1:].tolist() + [int(words[i, j])]
                 steps = torch.cat([attention[r], weights[r, None].float()])  # (t + 1, S)
                 finished[b].append(_hypothesis(tokens, float(top[i, j]), steps[:, : src_lens[b]].cpu(), eos, options))
-            active = [i for i, b in enumerate(sentences) if len(finished[b]) < k and limits[b] > t + 1]
+            live = keep[:, 0].tolist()  # (n,) the best continuing score of each sentence
+            active = [i for i, b in enumerate(sentences)
+                      if limits[b] > t + 1 and not _settled(finished[b], live[i], t + 1, options)]
             if not active:
                 break
             picked = torch.tensor(active, device=device)
@@ -160,6 +165,12 @@ def beam_search(model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos:
             scores = keep[picked]
             sentences = [sentences[i] for i in active]
     return [sorted(hyps, key=lambda h: h.score, reverse=True)[:k] for hyps in finished]
+
+
+def _settled(finished: list[Hypothesis], live: float, length: int, options: SearchOptions) -> bool:
+    """Whether the K best finished hypotheses all score at least the best live beam ending at `length`."""
+    k = options.beam_size
+    return len(finished) >= k and sorted(h.score for h in finished)[-k] >= normalise(live, length, options)
 
 
 def _hypothesis(tokens: list[int], log_prob: float, attention: torch.Tensor, eos: int,
