@@ -114,7 +114,7 @@ def fit(
 @app.command()
 @reports_errors
 def sample(
-    run: Annotated[Path, typer.Argument(help="A run dir (uses its best checkpoint) or a checkpoint file.")],
+    runs_: Annotated[list[Path], typer.Argument(metavar="RUN...", help="A run dir (uses its best checkpoint) or a checkpoint file; several runs of a classifier form an ensemble.")],
     prompt: Annotated[Optional[str], typer.Option(help="char_lm: text to start from.")] = None,
     length: Annotated[int, typer.Option(help="char_lm: characters to generate.")] = 500,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 1.0,
@@ -125,7 +125,7 @@ def sample(
     input_file: Annotated[Optional[Path], typer.Option(help="Classifiers and seq2seq: one input per line.")] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Generate or predict with a trained run."""
+    """Generate with a trained run, or predict with a classifier run or an ensemble (one JSON line per input)."""
     from seqtrain import runs
     from seqtrain.recipes import SampleOptions
 
@@ -138,23 +138,23 @@ def sample(
         sys.stdout.write(chunk)
         sys.stdout.flush()
 
-    runs.sample(run, options, write)
+    runs.sample(runs_, options, write)
 
 
 @app.command()
 @reports_errors
 def evaluate(
-    args: Annotated[list[str], typer.Argument(help="A run dir, then overrides such as data.path=FILE or split=test.")],
+    args: Annotated[list[str], typer.Argument(help="Run dirs (several classifier runs form an ensemble), then overrides such as data.path=FILE or split=test.")],
     verbose: Verbose = False,
 ) -> None:
-    """Score a trained run; prints its metrics as one JSON object."""
+    """Score trained runs; prints the metrics (each member's and the ensemble's) as one JSON object."""
     from seqtrain import runs
 
-    run_dirs = [a for a in args if "=" not in a]
+    run_dirs = [Path(a) for a in args if "=" not in a]
     overrides = [a for a in args if "=" in a]
-    if len(run_dirs) != 1:
-        raise typer.BadParameter("give exactly one run dir")
-    print(json.dumps(runs.evaluate(Path(run_dirs[0]), overrides)))
+    if not run_dirs:
+        raise typer.BadParameter("give at least one run dir")
+    print(json.dumps(runs.evaluate(run_dirs, overrides)))
 
 
 def main() -> None:

@@ -200,8 +200,9 @@ def new_run_dir(recipe: str, run_dir: str | None) -> Path:
 
 def save_run_config(cfg: RunConfig, run_dir: Path) -> None:
     """config.yaml is for people and for `sample`; overrides.yaml lets resume and evaluate re-compose it
-    (without `run_dir` and `trainer.resume`, which name where the run was, not what it is)."""
-    kept = [o for o in cfg.overrides if not o.startswith(("run_dir=", "trainer.resume="))]
+    (without `run_dir`, `trainer.resume` and `trainer.init_from`, which name where the run was or where
+    its first weights came from, not what it is)."""
+    kept = [o for o in cfg.overrides if not o.startswith(("run_dir=", "trainer.resume=", "trainer.init_from="))]
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(cfg.resolved)))
     (run_dir / "overrides.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(kept)))
 

@@ -1,4 +1,8 @@
-"""What the commands do with run dirs: fit a config, sweep, load a trained model, evaluate, sample."""
+"""What the commands do with run dirs: fit a config, sweep, load a trained model, evaluate, sample.
+
+Classifier recipes (see `recipes.Classifier`) are evaluated and sampled here generically, from class
+probabilities; several runs given together form an ensemble whose probabilities are averaged.
+"""
 
 from __future__ import annotations
 
@@ -11,17 +15,24 @@ from rich.console import Console
 
 from seqtrain import checkpoint, recipes, trainer
 from seqtrain.config import RunConfig, compose, expand_sweeps, load_run_config, new_run_dir, run_recipe, save_run_config
-from seqtrain.errors import CheckpointError, ConfigError, Interrupted, SeqtrainError
+from seqtrain.data.collate import to_device
+from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
+from seqtrain.data.text import iter_text
+from seqtrain.errors import CheckpointError, ConfigError, DataError, Interrupted, SeqtrainError
+from seqtrain.metrics import classification_metrics, confusion_image, confusion_matrix
 from seqtrain.recipes import SampleOptions
 
 
 def fit(cfg: RunConfig, console: Console) -> tuple[Path, dict[str, float]]:
     """Train one run. Data and model are built before the run dir exists, so bad input leaves nothing behind."""
     module = recipes.get(cfg.recipe)
-    vocab = None
+    vocab, source = None, None
     if cfg.trainer.resume:
         run_dir = Path(cfg.trainer.resume)
         vocab = checkpoint.load(checkpoint.find(run_dir, prefer="last"), recipe=cfg.recipe)["vocab"]
+    elif cfg.trainer.init_from:
+        source = init_source(Path(cfg.trainer.init_from), cfg.recipe)
+        vocab = source["vocab"]  # as fine-tuning keeps a pretrained model's tokenizer: token ids must mean the same
     prepared = module.prepare(cfg.data, vocab, ("train", "valid"))
     trainer.seed_everything(cfg.trainer.seed)
     model = module.build_model(cfg.model, prepared.vocab)
@@ -30,10 +41,18 @@ def fit(cfg: RunConfig, console: Console) -> tuple[Path, dict[str, float]]:
     save_run_config(cfg, run_dir)
     (run_dir / "vocab.json").write_text(json.dumps(prepared.vocab))
     console.print(f"run dir: {run_dir}  ({sum(p.numel() for p in model.parameters()):,} parameters)")
-    task = trainer.Task(
-        model, module.step, module.summarize, prepared.collate,
-        log_samples=lambda m, writer, step: module.log_samples(m, prepared.vocab, writer, step),
-    )
+    if source is not None:
+        loaded, new = load_matching(model, source["model"])
+        (run_dir / "init_from.json").write_text(json.dumps({"from": cfg.trainer.init_from, "loaded": loaded, "new": new}, indent=1))
+        console.print(f"init_from {cfg.trainer.init_from}: loaded {len(loaded)} tensors ({', '.join(loaded) or 'none'}); "
+                      f"new {len(new)} ({', '.join(new) or 'none'})")
+
+    def log_samples(m: torch.nn.Module, writer: Any, step: int) -> None:
+        module.log_samples(m, prepared.vocab, writer, step)
+        if recipes.is_classifier(module):
+            log_confusion(module, m, prepared, cfg.data, writer, step)
+
+    task = trainer.Task(model, module.step, module.summarize, prepared.collate, log_samples=log_samples)
     meta = {"recipe": cfg.recipe, "config": cfg.resolved, "vocab": prepared.vocab}
     try:
         metrics = trainer.fit(
@@ -89,19 +108,125 @@ def load_model(path: Path) -> tuple[Any, torch.nn.Module, dict[str, Any]]:
     return module, model, state
 
 
-def evaluate(run_dir: Path, overrides: list[str]) -> dict[str, float]:
-    """Score a trained run on its validation split, or on other data / another split given as overrides."""
+def evaluate(run_dirs: list[Path], overrides: list[str]) -> dict[str, Any]:
+    """Score trained runs on the first run's validation split, or on other data / another split given as
+    overrides. Several runs of a classifier recipe are scored alone and as an ensemble."""
     if any(o.lstrip("+~").startswith("model") for o in overrides):
         raise ConfigError("evaluate scores the trained model as it is; model.* cannot be overridden")
-    cfg = load_run_config(run_dir, overrides)
-    module, model, state = load_model(run_dir)
-    prepared = module.prepare(cfg.data, state["vocab"], (cfg.split,))
+    cfg = load_run_config(run_dirs[0], overrides)
+    members = [load_model(run_dir) for run_dir in run_dirs]
+    module, model, state = members[0]
     device = trainer.pick_device(cfg.trainer.device)
-    task = trainer.Task(model.to(device), module.step, module.summarize, prepared.collate)
-    return trainer.evaluate(task, task.model, prepared.splits[cfg.split], cfg.data, device)
+    if not recipes.is_classifier(module):
+        only_one(run_dirs, cfg.recipe)
+        prepared = module.prepare(cfg.data, state["vocab"], (cfg.split,))
+        task = trainer.Task(model.to(device), module.step, module.summarize, prepared.collate)
+        return trainer.evaluate(task, task.model, prepared.splits[cfg.split], cfg.data, device)
+    names = shared_classes(run_dirs, members)
+    reports, total = [], 0
+    for run_dir, (_, model, state) in zip(run_dirs, members):
+        prepared = module.prepare(cfg.data, state["vocab"], (cfg.split,))  # each run reads the data its own way
+        dataset = prepared.splits[cfg.split]
+        probabilities = class_probabilities(module, model.to(device), dataset, prepared.collate, cfg.data)
+        reports.append({"run_dir": str(run_dir), **classifier_report(probabilities, dataset.labels, names)})
+        total = total + probabilities
+    if len(reports) == 1:
+        return reports[0]
+    return {"ensemble": classifier_report(total / len(reports), dataset.labels, names), "members": reports}
 
 
-def sample(path: Path, options: SampleOptions, write: Callable[[str], None]) -> None:
-    module, model, state = load_model(path)
-    module.sample(model, state["vocab"], options, write)
+def sample(paths: list[Path], options: SampleOptions, write: Callable[[str], None]) -> None:
+    """Generate with one run; or predict with one classifier run or an ensemble, a JSON line per input."""
+    members = [load_model(path) for path in paths]
+    module, model, state = members[0]
+    if not recipes.is_classifier(module):
+        only_one(paths, state["recipe"])
+        module.sample(model, state["vocab"], options, write)
+        return
+    names = shared_classes(paths, members)
+    lines = classifier_inputs(options)
+    total = 0
+    for _, model, state in members:
+        prepared = module.prepare_inputs(state["vocab"], lines)
+        total = total + class_probabilities(module, model, prepared.splits["inputs"], prepared.collate, BatchingConfig(batch_size=64))
+    for line, probabilities in zip(lines, total / len(members)):
+        label = names[int(probabilities.argmax())]
+        rounded = {name: round(float(p), 4) for name, p in zip(names, probabilities)}
+        write(json.dumps({"text": line, "label": label, "probabilities": rounded}) + "\n")
 
+
+def init_source(run_dir: Path, recipe: str) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise ConfigError(f"trainer.init_from={run_dir}: no such run dir")
+    return checkpoint.load(checkpoint.find(run_dir), recipe=recipe)
+
+
+def load_matching(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Copy the tensors whose names and shapes match into `model`; return (loaded, new) names. A new
+    head for other classes, or a pooling the other run did not have, keeps its fresh initialisation."""
+    own = model.state_dict()
+    loaded = [name for name, tensor in weights.items() if name in own and own[name].shape == tensor.shape]
+    model.load_state_dict({name: weights[name] for name in loaded}, strict=False)
+    return loaded, [name for name in own if name not in set(loaded)]
+
+
+def only_one(paths: list[Path], recipe: str) -> None:
+    if len(paths) > 1:
+        raise ConfigError(f"only runs of a classifier recipe can be ensembled; {recipe} is not one, give one run")
+
+
+def shared_classes(paths: list[Path], members: list[tuple[Any, torch.nn.Module, dict]]) -> list[str]:
+    """The class names every member predicts, in the same order: averaging needs it."""
+    module, _, first = members[0]
+    names = module.classes(first["vocab"])
+    for path, (_, _, state) in zip(paths, members):
+        if state["recipe"] != first["recipe"]:
+            raise ConfigError(f"{path} is a run of recipe {state['recipe']}, not {first['recipe']}; an ensemble's runs share one recipe")
+        if module.classes(state["vocab"]) != names:
+            raise ConfigError(f"{path} predicts {module.classes(state['vocab'])}, not {names}; an ensemble's runs share their classes")
+    return names
+
+
+def classifier_inputs(options: SampleOptions) -> list[str]:
+    """The texts of --text or the non-blank lines of --input-file."""
+    if options.prompt is not None or (options.text is None) == (options.input_file is None):
+        raise ConfigError("a classifier predicts from --text TEXT or --input-file FILE (one of them, no --prompt)")
+    if options.text is not None:
+        return [options.text]
+    lines = [line.strip() for line in "".join(iter_text(Path(options.input_file))).splitlines() if line.strip()]
+    if not lines:
+        raise DataError(f"{options.input_file} has no text")
+    return lines
+
+
+@torch.no_grad()
+def class_probabilities(module: Any, model: torch.nn.Module, dataset: Any, collate: Callable, batching: BatchingConfig) -> torch.Tensor:
+    """(N, C) class probabilities in the dataset's order (batches go by length, with little padding)."""
+    device = next(model.parameters()).device
+    sampler = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
+    was_training = model.training
+    model.eval()
+    parts = [(indices, module.predict(model, to_device(collate([dataset[i] for i in indices]), device)).cpu()) for indices in sampler]
+    model.train(was_training)
+    probabilities = torch.empty(len(dataset), parts[0][1].size(1))
+    for indices, part in parts:
+        probabilities[indices] = part
+    return probabilities
+
+
+def classifier_report(probabilities: torch.Tensor, labels: torch.Tensor, names: list[str]) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall, NLL (nats, no label smoothing) and the confusion matrix."""
+    confusion = confusion_matrix(labels, probabilities.argmax(dim=-1), len(names))  # (C, C), row = true class
+    nll = -probabilities.gather(1, labels[:, None]).clamp(min=1e-12).log().mean()
+    return {
+        **classification_metrics(confusion, names), "nll": float(nll), "examples": len(labels),
+        "classes": names, "confusion_matrix": confusion.tolist(),
+    }
+
+
+def log_confusion(module: Any, model: torch.nn.Module, prepared: Any, batching: BatchingConfig, writer: Any, step: int) -> None:
+    """The validation confusion matrix as a TensorBoard image, for every classifier recipe."""
+    valid = prepared.splits["valid"]
+    names = module.classes(prepared.vocab)
+    predictions = class_probabilities(module, model, valid, prepared.collate, batching).argmax(dim=-1)
+    writer.add_image("confusion", confusion_image(confusion_matrix(valid.labels, predictions, len(names)), names), step, dataformats="HWC")

@@ -57,6 +57,7 @@ class TrainerConfig:
     compile: bool = False
     seed: int = 1234
     resume: Optional[str] = None  # a run dir to continue in
+    init_from: Optional[str] = None  # a run dir whose weights (matching names and shapes) start a new run
     log_every_steps: int = 50
     log_histograms_every: int = 0  # 0 = never
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
@@ -66,6 +67,8 @@ class TrainerConfig:
             raise ConfigError("set a budget: trainer.max_epochs, trainer.max_steps or trainer.max_time")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"trainer.precision must be fp32 or bf16, got {self.precision!r}")
+        if self.resume and self.init_from:
+            raise ConfigError("trainer.resume continues a run and trainer.init_from starts a new one; give one")
         if self.grad_accum < 1 or self.log_every_steps < 1:
             raise ConfigError("trainer.grad_accum and trainer.log_every_steps must be >= 1")
 

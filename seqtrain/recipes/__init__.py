@@ -15,6 +15,7 @@ import torch
 
 REGISTRY = {
     "char_lm": "seqtrain.recipes.char_lm",
+    "sentiment": "seqtrain.recipes.sentiment",
 }
 
 
@@ -61,6 +62,24 @@ class Recipe(Protocol):
     def sample(self, model: torch.nn.Module, vocab: dict, options: SampleOptions, write: Callable[[str], None]) -> None: ...
 
     def log_samples(self, model: torch.nn.Module, vocab: dict, writer: Any, step: int) -> None: ...
+
+
+class Classifier(Protocol):
+    """What a classifier recipe defines instead of `sample`, so that `seqtrain sample` and `seqtrain
+    evaluate` serve it generically, for one run or an ensemble averaging several runs' probabilities.
+
+    Its datasets have `labels`, a (N,) tensor of class ids (-1 = unlabelled).
+    """
+
+    def classes(self, vocab: dict) -> list[str]: ...
+
+    def predict(self, model: torch.nn.Module, batch: dict) -> torch.Tensor: ...  # (B, C) class probabilities
+
+    def prepare_inputs(self, vocab: dict, lines: list[str]) -> Prepared: ...  # one split, "inputs", unlabelled
+
+
+def is_classifier(module: Any) -> bool:
+    return hasattr(module, "predict")
 
 
 def get(name: str) -> Recipe | ModuleType:

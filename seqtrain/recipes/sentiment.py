@@ -1,0 +1,246 @@
+"""Sentence sentiment (many-to-one): read a whole text, predict one label; any number of classes.
+
+What differs from other recipes: labelled texts (generated, SST-2, any TSV/CSV, folder per class), a
+word or sentencepiece tokenizer learnt from the training split, and a cross-entropy loss with label
+smoothing and class weights. The vocabulary saved with a run holds the tokenizer and the class names,
+so evaluation data and `seqtrain sample` inputs are read exactly as training was. As a classifier
+recipe it provides `classes`, `predict` and `prepare_inputs`, which `seqtrain sample` and `seqtrain
+evaluate` use for one run or an ensemble of several.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.nn import functional as F
+
+from seqtrain.data.collate import batch_stats, pad, to_device
+from seqtrain.data.download import cache_dir
+from seqtrain.data.sampler import BatchingConfig
+from seqtrain.data.synthetic_sentiment import make_splits
+from seqtrain.data.tables import Table, class_names, download_sst2, read_folders, read_sst2, read_table
+from seqtrain.data.tokenizers import KINDS, PAD_ID, SP_MODEL_TYPES, build_tokenizer, tokenizer_from_dict
+from seqtrain.errors import ConfigError, DataError
+from seqtrain.metrics import classification_metrics, confusion_matrix
+from seqtrain.models.classifier import POOLINGS, SequenceClassifier
+from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
+from seqtrain.models.rnn import CELLS
+from seqtrain.recipes import Prepared
+
+GROUP_CHOICES = {"model": ("rnn_classifier",), "data": ("synthetic_reviews", "sst2", "tsv", "folder")}
+SOURCES = ("synthetic", "sst2", "tsv", "folder")
+SPLITS = ("train", "valid")
+CLASS_WEIGHTS = ("none", "balanced")
+
+# Sentences whose predictions go to TensorBoard at each validation: negation, contrast, intensity.
+PROBES = (
+    "not bad at all , actually quite moving",
+    "the film is dull at first , but brilliant in the end",
+    "the story is very dull and slightly funny",
+    "it 's a charming and often affecting journey .",
+)
+
+
+@dataclass
+class ModelConfig:
+    cell: str = "lstm"  # rnn_tanh, rnn_relu, gru, lstm
+    embedding_dim: int = 128
+    hidden_size: int = 256
+    num_layers: int = 1
+    bidirectional: bool = True
+    pooling: str = "attention"  # last, mean, max, attention
+    attention_size: int = 128
+    mlp_hidden: int = 0  # 0 = a linear head
+    dropout: float = 0.3
+    embedding_dropout: float = 0.1  # drops whole words
+    init: str = "default"  # default, xavier, kaiming
+    recurrent_init: str = "default"  # default, orthogonal, xavier
+    # The loss lives here because `step` sees only the model and the batch.
+    label_smoothing: float = 0.0
+    class_weights: str = "none"  # none, or balanced: each class weighs n / (classes * its count)
+
+    def __post_init__(self):
+        for key, value, valid in (
+            ("cell", self.cell, CELLS), ("pooling", self.pooling, POOLINGS), ("init", self.init, SCHEMES),
+            ("recurrent_init", self.recurrent_init, RECURRENT_SCHEMES), ("class_weights", self.class_weights, CLASS_WEIGHTS),
+        ):
+            if value not in valid:
+                raise ConfigError(f"model.{key}={value!r} is unknown; valid: {', '.join(valid)}")
+        if not (0 <= self.dropout < 1 and 0 <= self.embedding_dropout < 1 and 0 <= self.label_smoothing < 1):
+            raise ConfigError("model.dropout, model.embedding_dropout and model.label_smoothing must be in [0, 1)")
+
+
+@dataclass
+class DataConfig(BatchingConfig):
+    source: str = "synthetic"  # synthetic, sst2, tsv, folder
+    n_train: int = 10000  # synthetic: sentences per split
+    n_valid: int = 1000
+    seed: int = 0  # synthetic generation, and the held-out split when data.valid is null
+    root: Optional[str] = None  # sst2: folder with train.tsv and dev.tsv; null = download into the cache
+    train: Optional[str] = None  # tsv: a .tsv/.csv file; folder: a folder of class folders
+    valid: Optional[str] = None  # same kind as train; null = hold out valid_fraction of train
+    valid_fraction: float = 0.1
+    text_column: str = "text"  # tsv
+    label_column: str = "label"  # tsv
+    delimiter: Optional[str] = None  # tsv: null = from the extension (.tsv tab, .csv comma)
+    classes: Optional[list[str]] = None  # folder: the class folders to read; null = every one with .txt files
+    max_rows: Optional[int] = None  # read at most this many examples of each split
+    tokenizer: str = "word"  # word, sentencepiece, char
+    min_freq: int = 1  # word, char
+    max_vocab: Optional[int] = None  # word, char: most frequent symbols kept, specials included
+    vocab_size: int = 8000  # sentencepiece
+    sp_model_type: str = "unigram"  # sentencepiece: bpe or unigram
+    max_len: Optional[int] = None  # keep only the first max_len tokens of a text
+    cache_dir: Optional[str] = None  # default: $SEQTRAIN_CACHE or ~/.cache/seqtrain
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.source not in SOURCES:
+            raise ConfigError(f"data.source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
+        if self.tokenizer not in KINDS or self.sp_model_type not in SP_MODEL_TYPES:
+            raise ConfigError(f"data.tokenizer must be one of {', '.join(KINDS)}; data.sp_model_type one of {', '.join(SP_MODEL_TYPES)}")
+        if self.source in ("tsv", "folder") and not self.train:
+            raise ConfigError(f"data={self.source} needs data.train={'FILE' if self.source == 'tsv' else 'FOLDER'}")
+        if not 0 < self.valid_fraction < 1:
+            raise ConfigError("data.valid_fraction must be in (0, 1)")
+
+
+def read_splits(data: DataConfig, splits: tuple[str, ...]) -> dict[str, Table]:
+    """(texts, labels) of each requested split, as strings."""
+    if data.source == "synthetic":
+        return make_splits(data.n_train, data.n_valid, data.seed)
+    if data.source == "sst2":
+        root = Path(data.root) if data.root else download_sst2(cache_dir(data.cache_dir) / "sst2")
+        return {split: read_sst2(root / ("train.tsv" if split == "train" else "dev.tsv")) for split in splits}
+
+    def read(path: str) -> Table:
+        if data.source == "folder":
+            return read_folders(path, data.classes)
+        return read_table(path, data.text_column, data.label_column, data.delimiter)
+
+    if data.valid:
+        return {split: read(data.train if split == "train" else data.valid) for split in splits}
+    texts, labels = read(data.train)
+    order = list(range(len(texts)))
+    random.Random(data.seed).shuffle(order)
+    cut = max(1, int(len(order) * data.valid_fraction))
+    if cut >= len(order):
+        raise DataError(f"{data.train} has too few examples ({len(order)}) to hold out a validation split; give data.valid")
+    parts = {"valid": sorted(order[:cut]), "train": sorted(order[cut:])}
+    return {split: ([texts[i] for i in parts[split]], [labels[i] for i in parts[split]]) for split in splits}
+
+
+class Encoded(torch.utils.data.Dataset):
+    """Token ids with class ids; `lengths` for bucketing, `labels` (N,) for ensembles (-1 = unlabelled)."""
+
+    def __init__(self, ids: list[list[int]], labels: list[int]):
+        self.ids = [torch.tensor(x, dtype=torch.long) for x in ids]
+        self.labels = torch.tensor(labels, dtype=torch.long)
+        self.lengths = [len(x) for x in ids]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return self.ids[i], int(self.labels[i])
+
+
+def encode(vocab: dict, texts: list[str], labels: list[int], source: str, max_len: int | None = None) -> Encoded:
+    """Tokenize; a text with no tokens cannot be packed, so it is an error naming the example."""
+    tokenizer = tokenizer_from_dict(vocab["tokenizer"])
+    ids = [tokenizer.encode(text)[:max_len] for text in texts]
+    empty = next((i for i, x in enumerate(ids) if not x), None)
+    if empty is not None:
+        raise DataError(f"{source}: example {empty + 1} ({texts[empty]!r}) has no tokens")
+    return Encoded(ids, labels)
+
+
+def collate(items: list[tuple[torch.Tensor, int]]) -> dict:
+    tokens, lengths = pad([ids for ids, _ in items], PAD_ID)  # (B, T), (B,)
+    return {"tokens": tokens, "lengths": lengths, "labels": torch.tensor([label for _, label in items]), **batch_stats(lengths)}
+
+
+def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
+    """Without `vocab`, learn the tokenizer and the classes from the training split; with one (resume,
+    evaluate, init_from), read every split through it, and refuse labels the model does not know."""
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ConfigError(f"split={unknown.pop()} is not a split of sentiment; valid: {', '.join(SPLITS)}")
+    tables = {split: (texts[: data.max_rows], labels[: data.max_rows]) for split, (texts, labels) in read_splits(data, splits).items()}
+    if vocab is None:
+        train_texts, train_labels = tables["train"]
+        names = class_names(train_labels)
+        tokenizer = build_tokenizer(train_texts, data.tokenizer, data.vocab_size, data.min_freq, data.max_vocab, data.sp_model_type)
+        vocab = {
+            "tokenizer": tokenizer.to_dict(), "classes": names,
+            "class_counts": [train_labels.count(name) for name in names],
+        }
+    index = {name: i for i, name in enumerate(vocab["classes"])}
+    datasets = {}
+    for split, (texts, labels) in tables.items():
+        class_names(vocab["classes"], labels, valid_source=f"the {split} split")
+        datasets[split] = encode(vocab, texts, [index[label] for label in labels], f"the {split} split", data.max_len)
+    return Prepared(vocab, datasets, collate)
+
+
+def prepare_inputs(vocab: dict, texts: list[str]) -> Prepared:
+    """Unlabelled texts for prediction, as one split named "inputs"."""
+    return Prepared(vocab, {"inputs": encode(vocab, texts, [-1] * len(texts), "the input")}, collate)
+
+
+def classes(vocab: dict) -> list[str]:
+    return list(vocab["classes"])
+
+
+def build_model(model: ModelConfig, vocab: dict) -> SequenceClassifier:
+    counts = torch.tensor(vocab["class_counts"], dtype=torch.float)
+    classifier = SequenceClassifier(
+        len(tokenizer_from_dict(vocab["tokenizer"])), len(counts), model.embedding_dim, model.cell,
+        model.hidden_size, model.num_layers, model.bidirectional, model.pooling, model.dropout,
+        model.embedding_dropout, model.mlp_hidden, model.attention_size, PAD_ID,
+    )
+    initialize(classifier, model.init, model.recurrent_init)
+    weights = counts.sum() / (len(counts) * counts.clamp(min=1)) if model.class_weights == "balanced" else torch.ones_like(counts)
+    classifier.register_buffer("class_weights", weights, persistent=False)  # (C,) follows the model's device
+    classifier.label_smoothing = model.label_smoothing
+    return classifier
+
+
+def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    logits = model(batch["tokens"], batch["lengths"]).float()  # (B, T) -> (B, C)
+    labels = batch["labels"]
+    loss_sum = F.cross_entropy(
+        logits, labels, weight=model.class_weights, label_smoothing=model.label_smoothing, reduction="sum"
+    )
+    stats = {
+        "loss_sum": loss_sum.detach(), "examples": torch.tensor(float(len(labels))),
+        "confusion": confusion_matrix(labels, logits.argmax(dim=-1), logits.size(1)),  # (C, C) counts
+    }
+    return loss_sum / len(labels), stats
+
+
+def summarize(totals: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Loss, accuracy, macro-F1, per-class precision/recall (classes by id: the trainer has no names)."""
+    return {"loss": float(totals["loss_sum"] / totals["examples"]), **classification_metrics(totals["confusion"])}
+
+
+def predict(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """(B, C) class probabilities."""
+    return model(batch["tokens"], batch["lengths"]).float().softmax(dim=-1)
+
+
+@torch.no_grad()
+def log_samples(model: torch.nn.Module, vocab: dict, writer, step: int) -> None:
+    """The probe sentences' predictions as a table, to watch negation and contrast being learnt."""
+    inputs = prepare_inputs(vocab, list(PROBES))
+    batch = to_device(inputs.collate(list(inputs.splits["inputs"])), next(model.parameters()).device)
+    was_training = model.training
+    probabilities = predict(model.eval(), batch)
+    model.train(was_training)
+    names = vocab["classes"]
+    rows = [f"| {text} | {names[int(p.argmax())]} | {float(p.max()):.2f} |" for text, p in zip(PROBES, probabilities)]
+    writer.add_text("predictions", "| text | label | probability |\n|---|---|---|\n" + "\n".join(rows), step)
