@@ -34,3 +34,14 @@ def test_kaiming_init_scales_with_fan_in():
     layer = torch.nn.Sequential(torch.nn.Linear(1000, 1000))
     initialize(layer, "kaiming")
     assert layer[0].weight.std().item() == pytest.approx((2 / 1000) ** 0.5, rel=0.05)
+
+
+@pytest.mark.parametrize("cell, gates", [(torch.nn.LSTMCell, 4), (torch.nn.GRUCell, 3), (torch.nn.RNNCell, 1)])
+def test_one_step_cells_are_initialised_like_full_sequence_rnns(cell, gates):
+    """A decoder's cells get the same per-gate orthogonal recurrent matrices and LSTM forget-gate bias."""
+    rnn_cell = torch.nn.Sequential(cell(4, 8))
+    initialize(rnn_cell, "xavier", "orthogonal")
+    for gate in rnn_cell[0].weight_hh.detach().chunk(gates):
+        assert torch.allclose(gate @ gate.T, torch.eye(8), atol=1e-5)
+    forget = rnn_cell[0].bias_ih.detach().chunk(gates)[1 if gates > 1 else 0]
+    assert torch.all(forget == (1 if gates == 4 else 0)) and torch.all(rnn_cell[0].bias_hh == 0)

@@ -22,7 +22,7 @@ def initialize(model: nn.Module, scheme: str = "default", recurrent: str = "defa
             _init_matrix(module.weight, scheme)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
-        elif isinstance(module, (nn.RNN, nn.GRU, nn.LSTM)):
+        elif isinstance(module, (nn.RNN, nn.GRU, nn.LSTM, nn.RNNCell, nn.GRUCell, nn.LSTMCell)):
             _init_recurrent(module, scheme, recurrent)
 
 
@@ -33,8 +33,10 @@ def _init_matrix(weight, scheme: str) -> None:
         nn.init.kaiming_normal_(weight, nonlinearity="relu")
 
 
-def _init_recurrent(rnn: nn.RNNBase, scheme: str, recurrent: str) -> None:
-    gates = {"LSTM": 4, "GRU": 3}.get(rnn.mode, 1)
+def _init_recurrent(rnn: nn.RNNBase | nn.RNNCellBase, scheme: str, recurrent: str) -> None:
+    """A full-sequence RNN or a one-step cell (a decoder's): both name their weights weight_ih*, weight_hh*."""
+    lstm = isinstance(rnn, (nn.LSTM, nn.LSTMCell))
+    gates = 4 if lstm else 3 if isinstance(rnn, (nn.GRU, nn.GRUCell)) else 1
     for name, param in rnn.named_parameters():
         blocks = param.data.chunk(gates, dim=0)  # one block per gate: each is initialised as its own matrix
         if name.startswith("weight_ih") and scheme != "default":
@@ -45,5 +47,5 @@ def _init_recurrent(rnn: nn.RNNBase, scheme: str, recurrent: str) -> None:
                 nn.init.orthogonal_(block) if recurrent == "orthogonal" else nn.init.xavier_uniform_(block)
         elif name.startswith("bias") and (scheme != "default" or recurrent != "default"):
             nn.init.zeros_(param)
-            if rnn.mode == "LSTM" and name.startswith("bias_ih"):
+            if lstm and name.startswith("bias_ih"):
                 blocks[1].fill_(1.0)  # PyTorch's gate order is input, forget, cell, output
