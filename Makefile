@@ -9,9 +9,9 @@ STAMP := $(shell date +%Y%m%d-%H%M%S)
 
 install: $(VENV)/.installed
 
+# torch first and pinned: a loose requirement elsewhere must never pull the CUDA build.
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch first and pinned: a loose requirement elsewhere must never pull the CUDA build.
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
