@@ -165,6 +165,12 @@ def fit(
     schedule = Schedule(optimizer, sched_cfg, total_steps, cfg.early_stopping.mode)
     state = TrainState()
     ckpt_dir = run_dir / "checkpoints"
+    # Fail now, not after an epoch, if early stopping watches a metric the recipe does not report.
+    reported = evaluate(task, forward_model, valid_set, batching, device, autocast, max_batches=1)
+    if cfg.early_stopping.monitor not in reported:
+        raise ConfigError(
+            f"trainer.early_stopping.monitor={cfg.early_stopping.monitor!r} is not a metric; valid: {', '.join(reported)}"
+        )
 
     # 3. Resume: model, optimiser, schedule, position and RNG continue where the checkpoint left them.
     if cfg.resume:
@@ -195,8 +201,6 @@ def fit(
         if task.log_samples is not None:
             task.log_samples(model, monitor.writer, state.step)
         stop = cfg.early_stopping
-        if stop.monitor not in metrics:
-            raise ConfigError(f"trainer.early_stopping.monitor={stop.monitor!r} is not a metric; valid: {', '.join(metrics)}")
         value = metrics[stop.monitor]
         schedule.validated(value)
         sign = 1 if stop.mode == "min" else -1
@@ -248,8 +252,14 @@ def fit(
                     continue
 
                 # 4b. Clip, update, schedule.
-                grad_norm = clip_gradients(params, cfg.clip_grad_norm, cfg.clip_grad_value)
                 state.step += 1
+                logging_now = state.step % cfg.log_every_steps == 0
+                grad_norm = clip_gradients(params, cfg.clip_grad_norm, cfg.clip_grad_value, measure=logging_now)
+                if grad_norm is not None and not torch.isfinite(grad_norm):
+                    raise TrainingError(
+                        f"gradient norm became {grad_norm.item()} at step {state.step}; stopped before the update, "
+                        f"the last good checkpoint stays in {ckpt_dir}"
+                    )
                 if cfg.log_histograms_every and state.step % cfg.log_histograms_every == 0:
                     monitor.histograms(model, state.step)
                 optimizer.step()
@@ -260,12 +270,9 @@ def fit(
                 state.elapsed = elapsed_before + now - fit_start
 
                 # 4c. Log a window of steps.
-                if state.step % cfg.log_every_steps == 0:
+                if logging_now:
                     seconds = now - window_start
-                    logged = task.summarize(window) | {"lr": current_lr(optimizer)}
-                    if grad_norm is None:
-                        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-                    logged["grad_norm"] = float(grad_norm) if grad_norm is not None else 0.0
+                    logged = task.summarize(window) | {"lr": current_lr(optimizer), "grad_norm": float(grad_norm)}
                     logged["tokens_per_s"] = window_tokens / seconds
                     if window_padded:
                         logged["padding_efficiency"] = window_tokens / window_padded
@@ -327,9 +334,16 @@ def patience_spent(cfg: TrainerConfig, state: TrainState) -> str | None:
     return None
 
 
-def clip_gradients(params: list[torch.nn.Parameter], max_norm: float | None, max_value: float | None) -> torch.Tensor | None:
-    """Clip by norm and/or value; returns the gradient norm before clipping when it was computed."""
-    norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if max_norm else None
+def clip_gradients(
+    params: list[torch.nn.Parameter], max_norm: float | None, max_value: float | None, measure: bool
+) -> torch.Tensor | None:
+    """Clip by norm and/or value. Returns the gradient norm before any clipping when clipping by norm
+    (which computes it anyway) or when `measure` asks for it, else None (no extra pass over the grads)."""
+    norm = None
+    if max_norm:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    elif measure:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
     if max_value:
         torch.nn.utils.clip_grad_value_(params, max_value)
     return norm
@@ -351,7 +365,7 @@ def evaluate(
 ) -> dict[str, float]:
     """Sum the step's statistics over a data set (sorted by length, so little padding) and summarize."""
     sampler = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate)
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate, generator=torch.Generator())
     was_training = model.training
     model.eval()
     totals: Stats = {}

@@ -10,7 +10,7 @@ from rich.console import Console
 from conftest import tiny_overrides
 from seqtrain import checkpoint, config, runs, trainer
 from seqtrain.data.sampler import BatchingConfig
-from seqtrain.errors import Interrupted, TrainingError
+from seqtrain.errors import ConfigError, Interrupted, TrainingError
 from seqtrain.optim import OptimConfig, SchedConfig
 from seqtrain.recipes import char_lm
 
@@ -72,7 +72,7 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
 
 
 def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
-    metrics_seen = iter([3.0, 2.0, 2.5, 2.4, 2.6, 1.0, 1.0])
+    metrics_seen = iter([9.9, 3.0, 2.0, 2.5, 2.4, 2.6, 1.0, 1.0])  # the first answers the start-up metric check
     task = regression_task(summarize=lambda totals: {"loss": next(metrics_seen)})
     cfg_stop = trainer.EarlyStoppingConfig(monitor="loss", mode="min", patience=2)
     fit_regression(tmp_path, task=task, max_steps=1000, early_stopping=cfg_stop, log_every_steps=1000)
@@ -151,3 +151,27 @@ def test_trainer_switches_train_end_to_end(corpus, tmp_path, switches):
     assert metrics["loss"] < 2.9  # below a uniform guess over the 17-character vocabulary
     records = [json.loads(line) for line in open(run_dir / "metrics.jsonl")]
     assert any(r["split"] == "train" for r in records)
+
+
+def test_a_monitor_that_is_not_a_metric_fails_before_training(tmp_path):
+    watch = trainer.EarlyStoppingConfig(monitor="accuracy", mode="max", patience=2)
+    with pytest.raises(ConfigError, match="monitor='accuracy' is not a metric; valid: loss"):
+        fit_regression(tmp_path, early_stopping=watch)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_non_finite_gradient_stops_before_the_update(tmp_path):
+    task = regression_task()
+    good_step, calls = task.step, {"n": 0}
+
+    def infinite_gradient(model, batch):
+        loss, stats = good_step(model, batch)
+        calls["n"] += model.training
+        if calls["n"] == 3:
+            loss.register_hook(lambda grad: grad * float("inf"))  # the loss stays finite, its gradient does not
+        return loss, stats
+
+    task.step = infinite_gradient
+    with pytest.raises(TrainingError, match="gradient norm became (inf|nan) at step 3; stopped before the update"):
+        fit_regression(tmp_path, task=task)
+    assert torch.isfinite(task.model.weight).all()
