@@ -103,8 +103,6 @@ class DataConfig(BatchingConfig):
             raise ConfigError(f"data.source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
         if self.tokenizer not in KINDS or self.sp_model_type not in SP_MODEL_TYPES:
             raise ConfigError(f"data.tokenizer must be one of {', '.join(KINDS)}; data.sp_model_type one of {', '.join(SP_MODEL_TYPES)}")
-        if self.source in ("tsv", "folder") and not self.train:
-            raise ConfigError(f"data={self.source} needs data.train={'FILE' if self.source == 'tsv' else 'FOLDER'}")
         if not 0 < self.valid_fraction < 1:
             raise ConfigError("data.valid_fraction must be in (0, 1)")
 
@@ -116,6 +114,9 @@ def read_splits(data: DataConfig, splits: tuple[str, ...]) -> dict[str, Table]:
     if data.source == "sst2":
         root = Path(data.root) if data.root else download_sst2(cache_dir(data.cache_dir) / "sst2")
         return {split: read_sst2(root / ("train.tsv" if split == "train" else "dev.tsv")) for split in splits}
+
+    if not data.train and ("train" in splits or not data.valid):
+        raise ConfigError(f"data={data.source} needs data.train={'FILE' if data.source == 'tsv' else 'FOLDER'}")
 
     def read(path: str) -> Table:
         if data.source == "folder":
