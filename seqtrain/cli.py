@@ -123,6 +123,8 @@ def sample(
     seed: Annotated[Optional[int], typer.Option(help="Make sampling reproducible.")] = None,
     text: Annotated[Optional[str], typer.Option(help="Classifiers and seq2seq: one input to predict from.")] = None,
     input_file: Annotated[Optional[Path], typer.Option(help="Classifiers and seq2seq: one input per line.")] = None,
+    beam: Annotated[int, typer.Option(min=1, help="seq2seq: beam size; 1 is greedy.")] = 1,
+    plot_attention: Annotated[Optional[Path], typer.Option(help="seq2seq: write the --text input's attention as a PNG.")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Generate with a trained run, or predict with a classifier run or an ensemble (one JSON line per input)."""
@@ -132,6 +134,7 @@ def sample(
     options = SampleOptions(
         prompt=prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
         text=text, input_file=None if input_file is None else str(input_file),
+        beam=beam, plot_attention=None if plot_attention is None else str(plot_attention),
     )
 
     def write(chunk: str) -> None:

@@ -16,6 +16,7 @@ import torch
 REGISTRY = {
     "char_lm": "seqtrain.recipes.char_lm",
     "sentiment": "seqtrain.recipes.sentiment",
+    "seq2seq": "seqtrain.recipes.seq2seq",
 }
 
 
@@ -42,6 +43,8 @@ class SampleOptions:
     seed: Optional[int] = None
     text: Optional[str] = None
     input_file: Optional[str] = None
+    beam: int = 1  # seq2seq: beam size, 1 = greedy
+    plot_attention: Optional[str] = None  # seq2seq: a PNG path for the --text input's alignment
 
 
 class Recipe(Protocol):
