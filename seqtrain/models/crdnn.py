@@ -19,10 +19,9 @@ from torch import nn
 
 from seqtrain.data.collate import lengths_to_mask
 from seqtrain.errors import ConfigError
-from seqtrain.models.ligru import LiGRU, MaskedBatchNorm
+from seqtrain.models.ligru import MaskedBatchNorm
 from seqtrain.models.rnn import CELLS, RecurrentStack
 
-RNN_CELLS = CELLS + ("ligru",)
 NORMS = ("batch", "layer", "none")
 ACTIVATIONS = {"relu": nn.ReLU, "leaky_relu": nn.LeakyReLU, "gelu": nn.GELU}
 POOLINGS = ("mean", "attentive")
@@ -127,7 +126,7 @@ class CRDNN(nn.Module):
     ):
         super().__init__()
         for name, value, valid in [("norm", norm, NORMS), ("activation", activation, tuple(ACTIVATIONS)),
-                                   ("rnn_cell", rnn_cell, RNN_CELLS), ("pooling", pooling, POOLINGS)]:
+                                   ("rnn_cell", rnn_cell, CELLS), ("pooling", pooling, POOLINGS)]:
             if value not in valid:
                 raise ConfigError(f"model.{name}={value!r} is unknown; valid: {', '.join(valid)}")
         if cnn_kernel < 1 or cnn_kernel % 2 == 0 or cnn_pool < 1:
@@ -139,8 +138,7 @@ class CRDNN(nn.Module):
         for out_channels in cnn_channels:
             self.convs.append(ConvBlock(channels, out_channels, bins, cnn_kernel, cnn_pool, norm, activation, cnn_dropout))
             channels, bins = out_channels, bins // cnn_pool
-        rnn_args = (channels * bins, rnn_hidden, rnn_layers, bidirectional, rnn_dropout)
-        self.rnn = LiGRU(*rnn_args) if rnn_cell == "ligru" else RecurrentStack(rnn_cell, *rnn_args)
+        self.rnn = RecurrentStack(rnn_cell, channels * bins, rnn_hidden, rnn_layers, bidirectional, rnn_dropout)
         self.dnn = nn.ModuleList()
         size = self.rnn.output_size
         for out_size in dnn_sizes:

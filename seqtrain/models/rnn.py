@@ -6,13 +6,16 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm")
+from seqtrain.models.ligru import LiGRU
+
+CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "ligru")
 
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
 class RecurrentStack(nn.Module):
-    """Elman RNN (tanh or relu), GRU or LSTM; stacked, optionally bidirectional, with dropout between layers."""
+    """Elman RNN (tanh or relu), GRU, LSTM or Li-GRU; stacked, optionally bidirectional, with dropout
+    between layers (Li-GRU: per-sequence recurrent dropout in each layer)."""
 
     def __init__(
         self,
@@ -30,7 +33,9 @@ class RecurrentStack(nn.Module):
             input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, batch_first=True,
             bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0,
         )
-        if cell.startswith("rnn_"):
+        if cell == "ligru":
+            self.rnn = LiGRU(input_size, hidden_size, num_layers, bidirectional, dropout)
+        elif cell.startswith("rnn_"):
             self.rnn = nn.RNN(nonlinearity=cell.removeprefix("rnn_"), **kwargs)
         else:
             self.rnn = nn.GRU(**kwargs) if cell == "gru" else nn.LSTM(**kwargs)
@@ -40,6 +45,8 @@ class RecurrentStack(nn.Module):
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, state: State | None = None
     ) -> tuple[torch.Tensor, State]:
         """(B, T, input) -> (B, T, output_size), final state. Positions past a length come out as zeros."""
+        if isinstance(self.rnn, LiGRU):  # masks instead of packing
+            return self.rnn(x, lengths, state)
         if lengths is None or bool((lengths == x.size(1)).all()):
             return self.rnn(x, state)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
