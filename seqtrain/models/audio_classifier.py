@@ -1,0 +1,114 @@
+"""A waveform classifier: augmentation (train mode only) -> Fbank/MFCC -> normalisation -> CRDNN.
+
+The feature front end lives in the model, not in collation, for three reasons: features are computed
+batched on the model's device (the GPU when there is one) instead of per utterance in loader workers;
+the wave-level augmentations (speed, shift, noise) must come before the features and SpecAugment after
+them, which is one place only when both are here; and the global normalisation statistics are buffers
+saved with the weights, so a checkpoint alone classifies a raw audio file (`seqtrain sample --audio`).
+Augmentation follows the module's train/eval mode, exactly as dropout does, and draws its randomness
+from a generator seeded from torch's global RNG, which checkpoints save: a resumed run augments the
+same way as one that never stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from seqtrain.data.audio import Fbank, GlobalNormalizer, Mfcc, normalize_utterances
+from seqtrain.data.augment import add_noise, spec_augment, speed_perturb, time_shift
+from seqtrain.errors import ConfigError, DataError
+from seqtrain.models.crdnn import CRDNN
+
+FEATURES = ("fbank", "mfcc")
+NORMALIZATIONS = ("global", "utterance", "none")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation, in the order applied: speed -> time shift -> noise on the wave,
+    SpecAugment on the normalised features. Each is off at its empty or zero value."""
+
+    speeds: tuple[float, ...] = ()  # speed-perturbation factors, one drawn per batch
+    max_shift: int = 0  # samples
+    snr_db: Optional[tuple[float, float]] = None  # white noise at an SNR drawn from this range
+    time_masks: int = 0
+    max_time_width: int = 20  # frames
+    freq_masks: int = 0
+    max_freq_width: int = 8  # feature bins
+
+    def wave(self, wave: torch.Tensor, lengths: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N), (B,) -> (B, N'), (B,)"""
+        if self.speeds:
+            wave, lengths = speed_perturb(wave, lengths, g, self.speeds)
+        if self.max_shift:
+            wave = time_shift(wave, lengths, g, self.max_shift)
+        if self.snr_db:
+            wave = add_noise(wave, lengths, g, self.snr_db)
+        return wave, lengths
+
+    def features(self, feats: torch.Tensor, lengths: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """(B, T, F) -> (B, T, F)"""
+        if not (self.time_masks or self.freq_masks):
+            return feats
+        return spec_augment(feats, lengths, g, self.time_masks, self.max_time_width, freq_masks=self.freq_masks,
+                            max_freq_width=self.max_freq_width)
+
+
+class AudioClassifier(nn.Module):
+    """(B, N) waveforms + lengths in samples -> {"logits": (B, C)} (+ "aux_logits": (B, S)).
+
+    With global normalisation the statistics accumulate over the first `freeze_after` training
+    utterances (one pass over the training set) and are frozen from then on.
+    """
+
+    def __init__(
+        self,
+        sample_rate: int,
+        num_classes: int,
+        features: str = "fbank",
+        num_mel_bins: int = 40,
+        num_ceps: int = 13,
+        normalize: str = "global",
+        freeze_after: int = 0,
+        aux_weight: float = 0.0,
+        **crdnn: Any,
+    ):
+        super().__init__()
+        if features not in FEATURES or normalize not in NORMALIZATIONS:
+            raise ConfigError(f"model.features must be one of {FEATURES} and model.normalize one of {NORMALIZATIONS}")
+        if features == "mfcc":
+            self.features = Mfcc(num_ceps=num_ceps, num_mel_bins=num_mel_bins, sample_rate=sample_rate)
+        else:
+            self.features = Fbank(sample_rate=sample_rate, num_mel_bins=num_mel_bins)
+        size = num_ceps if features == "mfcc" else num_mel_bins
+        self.normalize, self.freeze_after, self.aux_weight = normalize, freeze_after, aux_weight
+        self.normalizer = GlobalNormalizer(size) if normalize == "global" else None
+        self.register_buffer("seen", torch.zeros((), dtype=torch.long))  # training utterances the statistics saw
+        self.crdnn = CRDNN(size, num_classes, **crdnn)
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor, augment: Augmentation | None = None) -> dict[str, torch.Tensor]:
+        augment = augment if self.training else None
+        g = None
+        if augment is not None:
+            g = torch.Generator(device=wave.device).manual_seed(int(torch.randint(2**62, ())))
+            wave, lengths = augment.wave(wave, lengths, g)
+        feats, frames = self.features(wave, lengths)  # (B, N) -> (B, T, F), (B,)
+        if (frames < 1).any():
+            raise DataError(f"an utterance of {int(lengths.min())} samples is shorter than one feature frame")
+        if self.normalizer is not None:
+            if self.training and not self.normalizer.frozen:
+                self.normalizer.update(feats, frames)
+                self.seen += len(frames)
+                if self.seen >= self.freeze_after:
+                    self.normalizer.freeze()
+            if self.normalizer.count > 0:  # no statistics before the first training batch: features pass as they are
+                feats = self.normalizer(feats, frames)
+        elif self.normalize == "utterance":
+            feats = normalize_utterances(feats, frames)
+        if augment is not None:
+            feats = augment.features(feats, frames, g)
+        return self.crdnn(feats, frames)

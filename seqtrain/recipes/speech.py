@@ -1,0 +1,209 @@
+"""Spoken-word classifier (many-to-one over audio): a CRDNN on filterbank features; FSDD digits or a folder per class.
+
+What differs from the other recipes: examples are waveforms (lengths, bucketing budgets and throughput
+are in samples); the features, their normalisation and the augmentation run inside the model
+(seqtrain/models/audio_classifier.py says why); an optional second head predicts the speaker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch.nn import functional as F
+
+from seqtrain.data.audio_files import AudioCollate, AudioFiles, Entry, Utterances, check_skipped, fsdd_entries, folder_entries
+from seqtrain.data.sampler import BatchingConfig
+from seqtrain.data.synthetic_audio import SyntheticAudio, class_names
+from seqtrain.data.tables import sort_labels
+from seqtrain.errors import ConfigError, DataError
+from seqtrain.metrics import classification_metrics, confusion_matrix
+from seqtrain.models.audio_classifier import FEATURES, NORMALIZATIONS, AudioClassifier, Augmentation
+from seqtrain.recipes import Prepared
+
+GROUP_CHOICES = {"model": ("crdnn",), "data": ("synthetic_audio", "fsdd", "audio_folder")}
+SOURCES = ("synthetic", "fsdd", "folder")
+SPLITS = ("train", "valid", "test")
+SYNTHETIC_SEEDS = {"train": 1, "valid": 2, "test": 3}
+
+
+@dataclass
+class ModelConfig:
+    features: str = "fbank"  # fbank or mfcc (Kaldi-compatible)
+    num_mel_bins: int = 40
+    num_ceps: int = 13  # mfcc only
+    normalize: str = "global"  # global (statistics of one pass over training), utterance, none
+    cnn_channels: list[int] = field(default_factory=lambda: [32, 64])
+    cnn_kernel: int = 3
+    cnn_pool: int = 2  # max-pooling over frequency in each CNN block
+    cnn_dropout: float = 0.15
+    norm: str = "batch"  # batch, layer, none
+    activation: str = "leaky_relu"  # relu, leaky_relu, gelu
+    rnn_cell: str = "lstm"  # rnn_tanh, rnn_relu, gru, lstm, ligru
+    rnn_hidden: int = 128
+    rnn_layers: int = 2
+    bidirectional: bool = True
+    rnn_dropout: float = 0.15
+    dnn_sizes: list[int] = field(default_factory=lambda: [128])
+    dnn_dropout: float = 0.15
+    pooling: str = "mean"  # mean, attentive (attentive statistics pooling)
+    aux_head: Optional[str] = None  # speaker: a second head predicts who speaks (multitask)
+    aux_weight: float = 0.3  # weight of the speaker loss in the training objective
+
+    def __post_init__(self):
+        if self.features not in FEATURES or self.normalize not in NORMALIZATIONS:
+            raise ConfigError(f"model.features must be one of {', '.join(FEATURES)}; model.normalize one of {', '.join(NORMALIZATIONS)}")
+        if self.aux_head not in (None, "speaker") or self.aux_weight < 0:
+            raise ConfigError(f"model.aux_head must be null or speaker (got {self.aux_head!r}) and model.aux_weight >= 0")
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation switches; validation, test and `sample` never augment."""
+
+    speed_perturb: bool = False
+    speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    time_shift_ms: float = 0.0  # random shift of up to this much, either way; 0 = off
+    noise: bool = False  # white noise at an SNR drawn from snr_db
+    snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])
+    spec_augment: bool = False
+    time_masks: int = 2
+    max_time_width: int = 20  # frames (10 ms each)
+    freq_masks: int = 2
+    max_freq_width: int = 8  # mel bins
+
+
+@dataclass
+class DataConfig(BatchingConfig):
+    source: str = "synthetic"  # synthetic, fsdd, folder
+    root: Optional[str] = None  # fsdd, folder: the data folder
+    sample_rate: int = 16000  # every file is resampled to this rate
+    valid_fraction: float = 0.1  # fsdd: of the training indices; folder without validation_list.txt: hashed
+    test_fraction: float = 0.1  # folder without testing_list.txt: hashed
+    max_skipped_fraction: float = 0.05  # stop when a larger share of the files is unreadable or empty
+    cache_audio: bool = False  # decode every file once at start and keep the waveforms in memory
+    max_seconds: Optional[float] = None  # batch by padded seconds (longest x count); sets max_tokens in samples
+    size: int = 2400  # synthetic: training utterances; validation and test get a quarter as many each
+    num_classes: int = 6  # synthetic
+    num_speakers: int = 4  # synthetic
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if self.max_seconds is not None:
+            self.max_tokens = round(self.max_seconds * self.sample_rate)  # the sampler's budget is in samples
+        super().__post_init__()
+        if self.source not in SOURCES:
+            raise ConfigError(f"data.source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
+        if self.source != "synthetic" and not self.root:
+            raise ConfigError(f"data.source={self.source} needs data.root=DIR")
+        if not (0 < self.valid_fraction < 1 and 0 <= self.test_fraction < 1 and 0 <= self.max_skipped_fraction <= 1):
+            raise ConfigError("data.valid_fraction must be in (0, 1), data.test_fraction in [0, 1), data.max_skipped_fraction in [0, 1]")
+
+
+def augmentation(cfg: AugmentConfig, sample_rate: int) -> Augmentation:
+    return Augmentation(
+        speeds=tuple(cfg.speeds) if cfg.speed_perturb else (),
+        max_shift=round(cfg.time_shift_ms * sample_rate / 1000),
+        snr_db=tuple(cfg.snr_db) if cfg.noise else None,
+        time_masks=cfg.time_masks if cfg.spec_augment else 0, max_time_width=cfg.max_time_width,
+        freq_masks=cfg.freq_masks if cfg.spec_augment else 0, max_freq_width=cfg.max_freq_width,
+    )
+
+
+def read_files(data: DataConfig, vocab: dict | None, splits: tuple[str, ...], rate: int) -> tuple[dict, list[str], list[str]]:
+    """The requested splits of data.root as AudioFiles, with the class and speaker names of training."""
+    if data.source == "fsdd":
+        entries, skipped = fsdd_entries(data.root, data.valid_fraction)
+    else:
+        entries, skipped = folder_entries(data.root, data.valid_fraction, data.test_fraction)
+    classes = vocab["classes"] if vocab else sort_labels({e.label for e in entries["train"]})
+    speakers = vocab["speakers"] if vocab else sorted({e.speaker for e in entries["train"] if e.speaker})
+    sets = {split: AudioFiles(entries[split], classes, speakers, rate) for split in splits}
+    considered = len(skipped) + sum(len(entries[split]) for split in splits)
+    check_skipped(skipped + [s for dataset in sets.values() for s in dataset.skipped], considered, data.max_skipped_fraction)
+    for split, dataset in sets.items():
+        if len(dataset) == 0:
+            raise DataError(f"the {split} split of {data.root} holds no usable audio files")
+    return sets, classes, speakers
+
+
+def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise ConfigError(f"split={unknown.pop()} is not a split of speech; valid: {', '.join(SPLITS)}")
+    rate = vocab["sample_rate"] if vocab else data.sample_rate  # a trained model's front end fixes the rate
+    if data.source == "synthetic":
+        sizes = {"train": data.size, "valid": max(data.size // 4, data.num_classes), "test": max(data.size // 4, data.num_classes)}
+        sets = {s: SyntheticAudio(sizes[s], SYNTHETIC_SEEDS[s], data.num_classes, data.num_speakers, rate) for s in splits}
+        classes, speakers = class_names(data.num_classes), [f"speaker{i}" for i in range(data.num_speakers)]
+    else:
+        sets, classes, speakers = read_files(data, vocab, splits, rate)
+    sets = {split: Utterances(dataset, data.cache_audio) for split, dataset in sets.items()}
+    vocab = vocab or {"classes": classes, "speakers": speakers, "sample_rate": rate, "train_size": len(sets["train"])}
+    return Prepared(vocab, sets, AudioCollate(augmentation(data.augment, rate)))
+
+
+def prepare_inputs(vocab: dict, paths: list[str]) -> Prepared:
+    """Audio files to classify (`seqtrain sample --audio` / `--input-file`), as one unlabelled split "inputs"."""
+    files = AudioFiles([Entry(Path(p), None) for p in paths], vocab["classes"], vocab["speakers"], vocab["sample_rate"])
+    if files.skipped:
+        raise DataError(f"{files.skipped[0][0]}: {files.skipped[0][1]}")
+    return Prepared(vocab, {"inputs": Utterances(files)}, AudioCollate())
+
+
+def classes(vocab: dict) -> list[str]:
+    return list(vocab["classes"])
+
+
+def build_model(model: ModelConfig, vocab: dict) -> AudioClassifier:
+    aux_classes = len(vocab["speakers"]) if model.aux_head == "speaker" else 0
+    if model.aux_head == "speaker" and aux_classes < 2:
+        raise ConfigError("model.aux_head=speaker needs speaker labels: data=fsdd and data=synthetic_audio have them, folders do not")
+    return AudioClassifier(
+        vocab["sample_rate"], len(vocab["classes"]), model.features, model.num_mel_bins, model.num_ceps, model.normalize,
+        freeze_after=vocab["train_size"], aux_weight=model.aux_weight if aux_classes else 0.0,
+        cnn_channels=tuple(model.cnn_channels), cnn_kernel=model.cnn_kernel, cnn_pool=model.cnn_pool,
+        cnn_dropout=model.cnn_dropout, norm=model.norm, activation=model.activation, rnn_cell=model.rnn_cell,
+        rnn_hidden=model.rnn_hidden, rnn_layers=model.rnn_layers, bidirectional=model.bidirectional,
+        rnn_dropout=model.rnn_dropout, dnn_sizes=tuple(model.dnn_sizes), dnn_dropout=model.dnn_dropout,
+        pooling=model.pooling, aux_classes=aux_classes,
+    )
+
+
+def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    out = model(batch["audio"], batch["lengths"], batch["augment"])  # (B, N) -> (B, C), (B, S)
+    logits, labels = out["logits"].float(), batch["labels"]
+    loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+    stats = {
+        "loss_sum": loss_sum.detach(), "examples": torch.tensor(float(len(labels))),
+        "confusion": confusion_matrix(labels, logits.argmax(dim=-1), logits.size(1)),  # (C, C) counts
+    }
+    objective = loss_sum
+    if "aux_logits" in out:
+        speakers, aux = batch["speakers"], out["aux_logits"].float()
+        speaker_loss = F.cross_entropy(aux, speakers, reduction="sum")
+        objective = objective + model.aux_weight * speaker_loss
+        stats["speaker_loss_sum"] = speaker_loss.detach()
+        stats["speaker_correct"] = (aux.argmax(dim=-1) == speakers).sum().float()
+    return objective / len(labels), stats
+
+
+def summarize(totals: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Loss (the word task's), accuracy, macro-F1, per-class precision/recall; speaker accuracy with the second head."""
+    examples = totals["examples"]
+    metrics = {"loss": float(totals["loss_sum"] / examples), **classification_metrics(totals["confusion"])}
+    if "speaker_correct" in totals:
+        metrics["speaker_accuracy"] = float(totals["speaker_correct"] / examples)
+        metrics["speaker_loss"] = float(totals["speaker_loss_sum"] / examples)
+    return metrics
+
+
+def predict(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """(B, C) class probabilities; the generic `evaluate` and `sample` use it (the speaker head is not scored there)."""
+    return model(batch["audio"], batch["lengths"])["logits"].float().softmax(dim=-1)
+
+
+def log_samples(model: torch.nn.Module, vocab: dict, writer, step: int) -> None:
+    """Nothing beyond the validation confusion-matrix image that every classifier recipe gets."""
