@@ -125,6 +125,7 @@ def sample(
     input_file: Annotated[Optional[Path], typer.Option(help="Classifiers and seq2seq: one input per line.")] = None,
     beam: Annotated[int, typer.Option(min=1, help="seq2seq: beam size; 1 is greedy.")] = 1,
     plot_attention: Annotated[Optional[Path], typer.Option(help="seq2seq: write the --text input's attention as a PNG.")] = None,
+    audio: Annotated[Optional[Path], typer.Option(help="speech: an audio file to classify.")] = None,
     verbose: Verbose = False,
 ) -> None:
     """Generate with a trained run, or predict with a classifier run or an ensemble (one JSON line per input)."""
@@ -135,6 +136,7 @@ def sample(
         prompt=prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
         text=text, input_file=None if input_file is None else str(input_file),
         beam=beam, plot_attention=None if plot_attention is None else str(plot_attention),
+        audio=None if audio is None else str(audio),
     )
 
     def write(chunk: str) -> None:

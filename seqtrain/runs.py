@@ -152,7 +152,7 @@ def sample(paths: list[Path], options: SampleOptions, write: Callable[[str], Non
     for line, probabilities in zip(lines, total / len(members)):
         label = names[int(probabilities.argmax())]
         rounded = {name: round(float(p), 4) for name, p in zip(names, probabilities)}
-        write(json.dumps({"text": line, "label": label, "probabilities": rounded}) + "\n")
+        write(json.dumps({"audio" if options.audio else "text": line, "label": label, "probabilities": rounded}) + "\n")
 
 
 def init_source(run_dir: Path, recipe: str) -> dict[str, Any]:
@@ -188,11 +188,12 @@ def shared_classes(paths: list[Path], members: list[tuple[Any, torch.nn.Module, 
 
 
 def classifier_inputs(options: SampleOptions) -> list[str]:
-    """The texts of --text or the non-blank lines of --input-file."""
-    if options.prompt is not None or (options.text is None) == (options.input_file is None):
-        raise ConfigError("a classifier predicts from --text TEXT or --input-file FILE (one of them, no --prompt)")
-    if options.text is not None:
-        return [options.text]
+    """The text of --text, the file of --audio, or the non-blank lines of --input-file."""
+    given = [o for o in (options.text, options.audio, options.input_file) if o is not None]
+    if options.prompt is not None or len(given) != 1:
+        raise ConfigError("a classifier predicts from --text TEXT (--audio FILE for speech) or --input-file FILE (one of them, no --prompt)")
+    if options.input_file is None:
+        return given
     lines = [line.strip() for line in "".join(iter_text(Path(options.input_file))).splitlines() if line.strip()]
     if not lines:
         raise DataError(f"{options.input_file} has no text")

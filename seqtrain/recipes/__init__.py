@@ -17,6 +17,7 @@ REGISTRY = {
     "char_lm": "seqtrain.recipes.char_lm",
     "sentiment": "seqtrain.recipes.sentiment",
     "seq2seq": "seqtrain.recipes.seq2seq",
+    "speech": "seqtrain.recipes.speech",
 }
 
 
@@ -45,6 +46,7 @@ class SampleOptions:
     input_file: Optional[str] = None
     beam: int = 1  # seq2seq: beam size, 1 = greedy
     plot_attention: Optional[str] = None  # seq2seq: a PNG path for the --text input's alignment
+    audio: Optional[str] = None
 
 
 class Recipe(Protocol):
