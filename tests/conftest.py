@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-import random
-from pathlib import Path
+import os
 
-import pytest
+# Test models are tiny: one thread is as fast, and OpenMP threads of parallel processes spinning on
+# two cores slow everything by orders of magnitude. Set before torch loads OpenMP.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import random  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
