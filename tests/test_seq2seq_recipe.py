@@ -9,6 +9,7 @@ import re
 import pytest
 import sacrebleu
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.nn import functional as F
 from typer.testing import CliRunner
 
@@ -147,7 +148,7 @@ def test_step_loss_is_label_smoothed_cross_entropy_and_metrics_are_sacrebleu():
     assert metrics["exact_match"] == pytest.approx(1 / 3)
 
 
-def test_training_on_dates_raises_token_accuracy_and_keeps_the_tokenizers(trained):
+def test_training_on_dates_raises_token_accuracy_keeps_the_tokenizers_and_logs_samples(trained):
     run_dir, final = trained
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     first = next(r for r in records if r["split"] == "train")
@@ -155,6 +156,9 @@ def test_training_on_dates_raises_token_accuracy_and_keeps_the_tokenizers(traine
     assert {"bleu", "chrf", "exact_match", "perplexity"} <= set(final)
     saved = checkpoint.load(run_dir / "checkpoints" / "best.pt")["vocab"]
     assert json.loads((run_dir / "vocab.json").read_text()) == saved and saved["source"]["kind"] == "char"
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    assert events.Tags()["images"] == [f"attention/{i}" for i in range(4)] and "translations/text_summary" in events.Tags()["tensors"]
 
 
 def test_sample_text_with_beam_and_attention_picture(trained, tmp_path):
