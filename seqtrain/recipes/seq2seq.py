@@ -236,6 +236,8 @@ def sample(model: Seq2Seq, vocab: dict, options: SampleOptions, write: Callable[
         write(target.decode(hypothesis.tokens) + "\n")
     if options.plot_attention:
         ids, hypothesis = results[0]
+        if not hypothesis.tokens:
+            raise DataError("the translation is empty: there is no alignment to draw")
         save_attention(hypothesis.attention, pieces(source, ids), pieces(target, hypothesis.tokens), Path(options.plot_attention))
 
 
