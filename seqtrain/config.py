@@ -74,13 +74,8 @@ def split_recipe(args: list[str]) -> tuple[str, list[str]]:
 
 def compose(recipe: str, overrides: list[str]) -> RunConfig:
     """Compose recipes/<recipe>.yaml with conf/ groups and the overrides, then type-check every section."""
-    raw, choices = _compose_raw(recipe, overrides)
+    raw = _compose_raw(recipe, overrides)
     module = recipes.get(recipe)
-    for group, valid in module.GROUP_CHOICES.items():
-        if choices.get(group) not in valid:
-            raise ConfigError(
-                f"{group}={choices.get(group)} is not an option of recipe {recipe}; valid: {', '.join(valid)}"
-            )
     return RunConfig(
         recipe=recipe,
         model=_typed(raw, "model", module.ModelConfig),
@@ -107,17 +102,16 @@ def register_schemas() -> None:
         store.store(group="schema/data", name=name, node=module.DataConfig)
 
 
-def _compose_raw(recipe: str, overrides: list[str]) -> tuple[DictConfig, dict[str, str]]:
+def _compose_raw(recipe: str, overrides: list[str]) -> DictConfig:
+    """Groups are searched in conf/<recipe>/ (model and data options of this recipe only) before the
+    shared conf/ (optim, sched, trainer), so recipes may reuse option names such as data=folder."""
     root = config_root()
     register_schemas()
     GlobalHydra.instance().clear()
+    searchpath = f"hydra.searchpath=[file://{root / 'conf' / recipe},file://{root / 'conf'}]"
     try:
         with initialize_config_dir(version_base=None, config_dir=str(root / "recipes"), job_name="seqtrain"):
-            cfg = hydra_compose(
-                config_name=recipe,
-                overrides=[f"hydra.searchpath=[file://{root / 'conf'}]", *overrides],
-                return_hydra_config=True,
-            )
+            cfg = hydra_compose(config_name=recipe, overrides=[searchpath, *overrides])
     except MissingConfigException as e:
         raise ConfigError(_missing_option_message(e)) from e
     except OverrideParseException as e:
@@ -126,11 +120,9 @@ def _compose_raw(recipe: str, overrides: list[str]) -> tuple[DictConfig, dict[st
         raise ConfigError(_composition_message(e)) from e
     finally:
         GlobalHydra.instance().clear()
-    choices = dict(cfg.hydra.runtime.choices)
     with open_dict(cfg):
-        del cfg["hydra"]
         cfg.recipe = recipe
-    return cfg, choices
+    return cfg
 
 
 def _missing_option_message(e: MissingConfigException) -> str:

@@ -48,7 +48,7 @@ def trained(tmp_path_factory):
 
 
 def test_composes_with_each_data_option(tmp_path):
-    for option, rate in (("synthetic_audio", 16000), ("fsdd", 8000), ("audio_folder", 16000)):
+    for option, rate in (("synthetic_audio", 16000), ("fsdd", 8000), ("folder", 16000)):
         cfg = compose("speech", [f"data={option}", f"data.root={tmp_path}", "data.max_seconds=4"])
         assert cfg.data.sample_rate == rate and cfg.data.max_tokens == 4 * rate and cfg.data.batch_size is None
         assert cfg.trainer.early_stopping.monitor == "accuracy" and cfg.trainer.early_stopping.mode == "max"
@@ -118,7 +118,7 @@ def test_folder_layout_honours_validation_list(tmp_path):
             write_wav(tmp_path / label / f"spk{i}_nohash_0.wav", seed=i)
     write_wav(tmp_path / "_background_noise_" / "white.wav", 0.5)
     (tmp_path / "validation_list.txt").write_text("yes/spk0_nohash_0.wav\nno/spk1_nohash_0.wav\n")
-    data = compose("speech", ["data=audio_folder", f"data.root={tmp_path}", "data.test_fraction=0.3"]).data
+    data = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.test_fraction=0.3"]).data
     prepared = speech.prepare(data, None, ("train", "valid", "test"))
     valid = prepared.splits["valid"].dataset
     assert sorted(p.parent.name + "/" + p.name for p in valid.paths) == ["no/spk1_nohash_0.wav", "yes/spk0_nohash_0.wav"]
@@ -137,7 +137,7 @@ def bad_folder(root):
 
 
 def test_unreadable_and_empty_files_are_skipped_with_reasons(tmp_path, capsys):
-    data = compose("speech", ["data=audio_folder", f"data.root={bad_folder(tmp_path)}", "data.max_skipped_fraction=0.5",
+    data = compose("speech", ["data=folder", f"data.root={bad_folder(tmp_path)}", "data.max_skipped_fraction=0.5",
                               "data.valid_fraction=0.01", "data.test_fraction=0"]).data
     prepared = speech.prepare(data, None, ("train",))
     assert len(prepared.splits["train"]) == 6
@@ -148,7 +148,7 @@ def test_unreadable_and_empty_files_are_skipped_with_reasons(tmp_path, capsys):
 
 
 def test_too_many_skipped_files_stop_with_one_line(tmp_path):
-    result = seqtrain("fit", "recipe=speech", "data=audio_folder", f"data.root={bad_folder(tmp_path)}", f"run_dir={tmp_path / 'run'}")
+    result = seqtrain("fit", "recipe=speech", "data=folder", f"data.root={bad_folder(tmp_path)}", f"run_dir={tmp_path / 'run'}")
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: 3 of ")
     assert "data.max_skipped_fraction=0.05" in result.stderr and not (tmp_path / "run").exists()

@@ -54,7 +54,6 @@ class Recipe(Protocol):
 
     ModelConfig: type
     DataConfig: type
-    GROUP_CHOICES: dict[str, tuple[str, ...]]  # the config-group options that belong to this recipe
 
     def prepare(self, data: Any, vocab: dict | None, splits: tuple[str, ...]) -> Prepared: ...
 

@@ -23,7 +23,6 @@ from seqtrain.models.rnn import CELLS
 from seqtrain.models.sampling import one_step_mode, sample_next
 from seqtrain.recipes import Prepared, SampleOptions
 
-GROUP_CHOICES = {"model": ("char_rnn",), "data": ("stdlib", "text", "tinyshakespeare")}
 SOURCES = ("stdlib", "text", "tinyshakespeare")
 SPLITS = ("train", "valid", "all")
 

@@ -31,7 +31,6 @@ from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.rnn import CELLS
 from seqtrain.recipes import Prepared
 
-GROUP_CHOICES = {"model": ("rnn_classifier",), "data": ("synthetic_reviews", "sst2", "tsv", "folder")}
 SOURCES = ("synthetic", "sst2", "tsv", "folder")
 SPLITS = ("train", "valid")
 CLASS_WEIGHTS = ("none", "balanced")

@@ -31,7 +31,6 @@ from seqtrain.plots import attention_image, save_attention
 from seqtrain.recipes import Prepared, SampleOptions
 from seqtrain.translation_metrics import translation_metrics, translation_stats
 
-GROUP_CHOICES = {"model": ("rnn_seq2seq",), "data": ("dates", "parallel", "multi30k")}
 SOURCES = ("dates", "parallel", "multi30k")
 SPLITS = ("train", "valid", "test")
 MONITORED = 4  # validation pairs kept in the vocab, decoded into TensorBoard at every validation

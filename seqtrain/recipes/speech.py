@@ -23,7 +23,6 @@ from seqtrain.metrics import classification_metrics, confusion_matrix
 from seqtrain.models.audio_classifier import FEATURES, NORMALIZATIONS, AudioClassifier, Augmentation
 from seqtrain.recipes import Prepared
 
-GROUP_CHOICES = {"model": ("crdnn",), "data": ("synthetic_audio", "fsdd", "audio_folder")}
 SOURCES = ("synthetic", "fsdd", "folder")
 SPLITS = ("train", "valid", "test")
 SYNTHETIC_SEEDS = {"train": 1, "valid": 2, "test": 3}
