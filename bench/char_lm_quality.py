@@ -19,25 +19,19 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from bench.common import steps_per_second
 from seqtrain import runs
 from seqtrain.config import compose
+from seqtrain.data.windows import collate_windows
+from seqtrain.recipes import char_lm
 
 
-def steps_per_second(hidden: int, layers: int, batch: int, seq_len: int, vocab: int = 66) -> float:
-    model = torch.nn.LSTM(64, hidden, layers, batch_first=True)
-    head = torch.nn.Linear(hidden, vocab)
-    opt = torch.optim.AdamW([*model.parameters(), *head.parameters()])
-    x = torch.randn(batch, seq_len, 64)
-    y = torch.randint(vocab, (batch, seq_len))
-    for i in range(8):
-        if i == 3:
-            start = time.perf_counter()
-        out, _ = model(x)
-        loss = torch.nn.functional.cross_entropy(head(out).flatten(0, 1), y.flatten())
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-    return 5 / (time.perf_counter() - start)
+def calibration_rate(cfg) -> float:
+    """Steps/s of this run's model and step on one batch of full-length windows."""
+    vocab = {"chars": [chr(c) for c in range(32, 97)]}
+    batch = collate_windows([{"tokens": torch.randint(1, 66, (cfg.data.seq_len,)), "targets": torch.randint(1, 66, (cfg.data.seq_len,))}
+                             for _ in range(cfg.data.batch_size)])
+    return steps_per_second(char_lm.step, char_lm.build_model(cfg.model, vocab), batch)
 
 
 def main() -> None:
@@ -55,17 +49,16 @@ def main() -> None:
     args = p.parse_args()
 
     budget = args.minutes * 60
-    rate = steps_per_second(args.hidden, args.layers, args.batch, args.seq_len)
-    max_steps = max(10, int(rate * budget * 0.93))  # validation and logging take a few percent
     run_dir = args.run_dir or tempfile.mkdtemp(prefix="char_lm_quality-") + "/run"
-    cfg = compose("char_lm", [
+    overrides = [
         "data=text", f"data.path={args.data}", f"data.seq_len={args.seq_len}", f"data.batch_size={args.batch}",
         f"model.hidden_size={args.hidden}", f"model.num_layers={args.layers}", f"model.dropout={args.dropout}",
         "optim=adamw", f"optim.lr={args.lr}", "sched=cosine", "sched.warmup_steps=100", "sched.min_lr_ratio=0.05",
-        f"trainer.max_steps={max_steps}", f"trainer.max_time={budget}",
-        f"trainer.val_every_steps={max(1, max_steps // args.validations)}", "trainer.val_max_batches=null",
-        "trainer.log_every_steps=50", f"run_dir={run_dir}",
-    ])
+        f"trainer.max_time={budget}", "trainer.val_max_batches=null", "trainer.log_every_steps=50", f"run_dir={run_dir}",
+    ]
+    max_steps = max(10, int(calibration_rate(compose("char_lm", overrides)) * budget * 0.93))  # validation takes a few %
+    cfg = compose("char_lm", [*overrides, f"trainer.max_steps={max_steps}",
+                              f"trainer.val_every_steps={max(1, max_steps // args.validations)}"])
     start = time.time()
     run_dir, final = runs.fit(cfg, Console(stderr=True))
     records = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]

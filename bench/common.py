@@ -1,10 +1,13 @@
-"""Helpers the benchmarks share: where the data is, and a quiet console."""
+"""Helpers the benchmarks share: where the data is, a quiet console, and step-rate calibration."""
 
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
+from typing import Callable
 
+import torch
 from rich.console import Console
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
@@ -18,3 +21,18 @@ def char_lm_data(path: str | None) -> list[str]:
     """Overrides for Tiny Shakespeare when it is there, else the embedded default corpus."""
     path = path or (str(SHAKESPEARE) if SHAKESPEARE.is_file() else None)
     return ["data=text", f"data.path={path}"] if path else ["data=stdlib"]
+
+
+def steps_per_second(step: Callable, model: torch.nn.Module, batch: dict) -> float:
+    """Training steps/s of a recipe's `step` on one fixed batch (3 warm-up steps, then 5 timed): the
+    quality benchmarks size their LR schedules to the time budget with it."""
+    optimizer = torch.optim.AdamW(model.parameters())
+    model.train()
+    for i in range(8):
+        if i == 3:
+            start = time.perf_counter()
+        loss, _ = step(model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return 5 / (time.perf_counter() - start)

@@ -17,12 +17,12 @@ import argparse
 import io
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
+from bench import common
 from seqtrain import runs
 from seqtrain.config import compose
 from seqtrain.recipes import sentiment
@@ -34,18 +34,9 @@ MEAN_TOKENS = 10  # SST-2 training phrases average about 9.4 word tokens
 def steps_per_second(model_cfg: sentiment.ModelConfig, vocab_size: int, batch: int) -> float:
     """Training steps/s of the recipe's model on batches of typical SST-2 lengths (packed, as in training)."""
     vocab = {"tokenizer": {"kind": "word", "symbols": [f"w{i}" for i in range(vocab_size)]}, "classes": ["0", "1"], "class_counts": [1, 1]}
-    model = sentiment.build_model(model_cfg, vocab)
-    optimizer = torch.optim.AdamW(model.parameters())
     lengths = torch.randint(MEAN_TOKENS - 2, MEAN_TOKENS + 3, (batch,))  # what a bucketed batch looks like
     data = {"tokens": torch.randint(4, vocab_size, (batch, int(lengths.max()))), "lengths": lengths, "labels": torch.randint(2, (batch,))}
-    for i in range(8):
-        if i == 3:
-            start = time.perf_counter()
-        loss, _ = sentiment.step(model, data)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return 5 / (time.perf_counter() - start)
+    return common.steps_per_second(sentiment.step, sentiment.build_model(model_cfg, vocab), data)
 
 
 def main() -> None:

@@ -20,12 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
+from bench import common
 from seqtrain import runs
 from seqtrain.config import compose
 from seqtrain.recipes import seq2seq
@@ -52,20 +52,11 @@ TASKS = {  # per task: data, model and optimiser overrides; typical (source, tar
 def steps_per_second(model_cfg: seq2seq.ModelConfig, vocab_size: int, batch: int, lengths: tuple[int, int]) -> float:
     """Training steps/s of the recipe's model and step on random batches of a typical length."""
     vocab = {"joint": True, "source": {"kind": "char", "symbols": [chr(0x4E00 + i) for i in range(vocab_size - 4)]}}
-    model = seq2seq.build_model(model_cfg, vocab)
-    optimizer = torch.optim.AdamW(model.parameters())
     src, tgt = lengths
     examples = [(torch.randint(4, vocab_size, (src,)).tolist(), torch.randint(4, vocab_size, (tgt,)).tolist(), None)
                 for _ in range(batch)]
     data = seq2seq.collate_pairs(examples, 2, 3, 0)
-    for i in range(8):
-        if i == 3:
-            start = time.perf_counter()
-        loss, _ = seq2seq.step(model, data)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return 5 / (time.perf_counter() - start)
+    return common.steps_per_second(seq2seq.step, seq2seq.build_model(model_cfg, vocab), data)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from rich.console import Console
 from seqtrain import __version__, checkpoint
 from seqtrain.data.collate import to_device
 from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
-from seqtrain.errors import CheckpointError, ConfigError, Interrupted, TrainingError
+from seqtrain.errors import ConfigError, Interrupted, TrainingError
 from seqtrain.monitor import Monitor, format_metrics
 from seqtrain.optim import OptimConfig, SchedConfig, Schedule, build_optimizer, l1_penalty
 

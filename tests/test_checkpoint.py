@@ -1,6 +1,5 @@
 import errno
 import os
-import pickle
 
 import pytest
 import torch
