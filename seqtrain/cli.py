@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from seqtrain.errors import SeqtrainError
+from seqtrain.errors import Interrupted, SeqtrainError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -41,7 +41,8 @@ def reports_errors(command):
         except SeqtrainError as e:
             if kwargs.get("verbose"):
                 traceback.print_exc()
-            _print_error(str(e))
+            if not isinstance(e, Interrupted) or _main_process():  # rank 0 alone says how to resume
+                _print_error(str(e))
             raise typer.Exit(e.exit_code)
         except KeyboardInterrupt:
             _print_error("interrupted")
@@ -53,6 +54,12 @@ def reports_errors(command):
             raise typer.Exit(1)
 
     return wrapper
+
+
+def _main_process() -> bool:
+    from seqtrain.distributed import main_process
+
+    return main_process()
 
 
 def _print_error(message: str) -> None:
@@ -89,15 +96,23 @@ def fit(
     multirun: Annotated[bool, typer.Option("--multirun", "-m", help="Sweep: one run per combination of comma lists, range(), choice().")] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Train a recipe: `seqtrain fit recipe=char_lm [overrides...]`."""
-    from seqtrain import runs
+    """Train a recipe: `seqtrain fit recipe=char_lm [overrides...]`; `trainer.devices=N` trains on N
+    worker processes launched through torch.distributed.run (under torchrun, the world comes from it)."""
+    from seqtrain import distributed, runs
     from seqtrain.config import for_fit, split_recipe
+    from seqtrain.errors import ConfigError
 
     recipe, rest = split_recipe(overrides or [])
     if not multirun:
-        run_dir, metrics = runs.fit(for_fit(recipe, rest), console)
-        print(json.dumps({"run_dir": str(run_dir), **metrics}))
+        cfg = for_fit(recipe, rest)
+        if cfg.trainer.devices > 1 and not distributed.launched():
+            raise typer.Exit(distributed.launch(cfg.trainer.devices, ["fit", *(overrides or []), *(["--verbose"] if verbose else [])]))
+        run_dir, metrics = runs.fit(cfg, console)
+        if distributed.main_process():
+            print(json.dumps({"run_dir": str(run_dir), **metrics}))
         return
+    if any(o.startswith("trainer.devices=") and o != "trainer.devices=1" for o in rest):
+        raise ConfigError("a sweep trains its runs one after another in this process; drop trainer.devices or launch each run alone")
     parent, results = runs.sweep(recipe, rest, console)
     table = Table(title=f"sweep {parent}")
     metric_names = sorted({k for r in results for k in r.get("metrics", {})})

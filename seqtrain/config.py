@@ -76,6 +76,8 @@ def compose(recipe: str, overrides: list[str]) -> RunConfig:
     """Compose recipes/<recipe>.yaml with conf/ groups and the overrides, then type-check every section."""
     raw = _compose_raw(recipe, overrides)
     module = recipes.get(recipe)
+    schemas = {"model": module.ModelConfig, "data": module.DataConfig, "optim": OptimConfig, "sched": SchedConfig, "trainer": TrainerConfig}
+    _refuse_unknown_keys(raw, OmegaConf.create({**{k: OmegaConf.structured(c) for k, c in schemas.items()}, **dict.fromkeys(TOP_LEVEL)}), "")
     return RunConfig(
         recipe=recipe,
         model=_typed(raw, "model", module.ModelConfig),
@@ -143,6 +145,20 @@ def _composition_message(e: ConfigCompositionException) -> str:
         valid = ", ".join(str(k) for k in parent.keys() if k != "hydra") if isinstance(parent, DictConfig) else ""
         return f"unknown key {cause.full_key}" + (f"; valid keys there: {valid}" if valid else "")
     return str(e).splitlines()[0]
+
+
+def _refuse_unknown_keys(node: DictConfig, schema: DictConfig, prefix: str) -> None:
+    """Keys added with `+key=...` (or by a config file) must exist in the schema, or they would be
+    silently ignored. `_target_`-style keys are refused by name: a config chooses among seqtrain's own
+    registered recipes and options and never names code to import or call."""
+    for key in node.keys():
+        path = f"{prefix}{key}"
+        if str(key).startswith("_"):
+            raise ConfigError(f"{path}: configs cannot name code to instantiate; choose among seqtrain's recipes and options")
+        if key not in schema:
+            raise ConfigError(f"unknown key {path}; valid keys there: {', '.join(str(k) for k in schema.keys())}")
+        if isinstance(schema[key], DictConfig) and isinstance(node[key], DictConfig):
+            _refuse_unknown_keys(node[key], schema[key], f"{path}.")
 
 
 def _typed(cfg: DictConfig, section: str, cls: type) -> Any:

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from rich.console import Console
 
-from seqtrain import checkpoint, recipes, trainer
+from seqtrain import checkpoint, distributed, recipes, trainer
 from seqtrain.config import RunConfig, compose, expand_sweeps, load_run_config, new_run_dir, run_recipe, save_run_config
 from seqtrain.data.collate import to_device
 from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
@@ -24,7 +24,13 @@ from seqtrain.recipes import SampleOptions
 
 
 def fit(cfg: RunConfig, console: Console) -> tuple[Path, dict[str, float]]:
-    """Train one run. Data and model are built before the run dir exists, so bad input leaves nothing behind."""
+    """Train one run, as one process or as every rank of a distributed one. Data, model, batching and
+    the monitored metric are checked before the run dir exists, so bad input leaves nothing behind."""
+    with distributed.session(cfg.trainer.device) as world:
+        return _fit(cfg, console if world.main else Console(quiet=True), world)
+
+
+def _fit(cfg: RunConfig, console: Console, world: distributed.World) -> tuple[Path, dict[str, float]]:
     module = recipes.get(cfg.recipe)
     vocab, source = None, None
     if cfg.trainer.resume:
@@ -36,14 +42,18 @@ def fit(cfg: RunConfig, console: Console) -> tuple[Path, dict[str, float]]:
     prepared = module.prepare(cfg.data, vocab, ("train", "valid"))
     trainer.seed_everything(cfg.trainer.seed)
     model = module.build_model(cfg.model, prepared.vocab)
-    if not cfg.trainer.resume:
-        run_dir = new_run_dir(cfg.recipe, cfg.run_dir)
-    save_run_config(cfg, run_dir)
-    (run_dir / "vocab.json").write_text(json.dumps(prepared.vocab))
+    task = trainer.Task(model, module.step, module.summarize, prepared.collate)
+    trainer.preflight(task, prepared.splits["train"], prepared.splits["valid"], cfg.trainer, cfg.data, prepared.shuffle_train)
+    if world.main:
+        run_dir = run_dir if cfg.trainer.resume else new_run_dir(cfg.recipe, cfg.run_dir)
+        save_run_config(cfg, run_dir)
+        (run_dir / "vocab.json").write_text(json.dumps(prepared.vocab))
+    run_dir = distributed.broadcast(run_dir if world.main else None)
     console.print(f"run dir: {run_dir}  ({sum(p.numel() for p in model.parameters()):,} parameters)")
     if source is not None:
         loaded, new = load_matching(model, source["model"])
-        (run_dir / "init_from.json").write_text(json.dumps({"from": cfg.trainer.init_from, "loaded": loaded, "new": new}, indent=1))
+        if world.main:
+            (run_dir / "init_from.json").write_text(json.dumps({"from": cfg.trainer.init_from, "loaded": loaded, "new": new}, indent=1))
         console.print(f"init_from {cfg.trainer.init_from}: loaded {len(loaded)} tensors ({', '.join(loaded) or 'none'}); "
                       f"new {len(new)} ({', '.join(new) or 'none'})")
 
@@ -52,7 +62,7 @@ def fit(cfg: RunConfig, console: Console) -> tuple[Path, dict[str, float]]:
         if recipes.is_classifier(module):
             log_confusion(module, m, prepared, cfg.data, writer, step)
 
-    task = trainer.Task(model, module.step, module.summarize, prepared.collate, log_samples=log_samples)
+    task.log_samples = log_samples
     meta = {"recipe": cfg.recipe, "config": cfg.resolved, "vocab": prepared.vocab}
     try:
         metrics = trainer.fit(

@@ -6,12 +6,13 @@ Read `fit` top to bottom; its numbered sections are the whole story.
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import signal
 import time
 import threading
-from contextlib import closing, contextmanager
+from contextlib import closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
@@ -19,7 +20,7 @@ from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
 import torch
 from rich.console import Console
 
-from seqtrain import __version__, checkpoint
+from seqtrain import __version__, checkpoint, distributed
 from seqtrain.data.collate import to_device
 from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
 from seqtrain.errors import ConfigError, Interrupted, TrainingError
@@ -60,6 +61,8 @@ class TrainerConfig:
     init_from: Optional[str] = None  # a run dir whose weights (matching names and shapes) start a new run
     log_every_steps: int = 50
     log_histograms_every: int = 0  # 0 = never
+    devices: int = 1  # worker processes on this machine, launched through torch.distributed.run
+    scale_lr_with_world: str = "none"  # none, linear or sqrt: multiply optim.lr by the world size or its root
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
     def __post_init__(self):
@@ -71,6 +74,10 @@ class TrainerConfig:
             raise ConfigError("trainer.resume continues a run and trainer.init_from starts a new one; give one")
         if self.grad_accum < 1 or self.log_every_steps < 1:
             raise ConfigError("trainer.grad_accum and trainer.log_every_steps must be >= 1")
+        if self.devices < 1:
+            raise ConfigError(f"trainer.devices must be >= 1, got {self.devices}")
+        if self.scale_lr_with_world not in ("none", "linear", "sqrt"):
+            raise ConfigError(f"trainer.scale_lr_with_world must be none, linear or sqrt, got {self.scale_lr_with_world!r}")
 
 
 class SizedDataset(Protocol):
@@ -104,6 +111,7 @@ class TrainState:
     elapsed: float = 0.0  # training seconds, over all resumes
     best: Optional[float] = None
     bad_validations: int = 0
+    world_size: int = 1  # ranks that consumed `batch_in_epoch` batches each
 
 
 def seed_everything(seed: int) -> None:
@@ -112,10 +120,35 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` is CUDA when present; a worker of a distributed run takes the GPU of its local rank."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and distributed.current().size > 1:
+        return torch.device("cuda", local_rank)
     return torch.device(name)
+
+
+def preflight(task: Task, train_set: SizedDataset, valid_set: SizedDataset, cfg: TrainerConfig,
+              batching: BatchingConfig, shuffle_train: bool) -> BucketBatchSampler:
+    """Find what is wrong with the batching, the data or the monitored metric before any file is
+    written; return this rank's training sampler."""
+    world = distributed.current()
+    if world.size > 1 and not shuffle_train:
+        raise ConfigError("this data's batch order carries state (data.stateful), so it cannot be sharded: use trainer.devices=1")
+    sampler = BucketBatchSampler(
+        train_set.lengths, batching.batch_size, batching.max_tokens, shuffle=shuffle_train,
+        seed=cfg.seed, rank=world.rank, world_size=world.size, pool_batches=batching.pool_batches,
+    )
+    if len(sampler) == 0:
+        raise ConfigError(f"the training split has fewer batches than ranks ({world.size}); each needs one")
+    device = next(task.model.parameters()).device
+    reported = evaluate(task, task.model, valid_set, batching, device, max_batches=world.size)
+    if cfg.early_stopping.monitor not in reported:
+        raise ConfigError(
+            f"trainer.early_stopping.monitor={cfg.early_stopping.monitor!r} is not a metric; valid: {', '.join(reported)}"
+        )
+    return sampler
 
 
 def fit(
@@ -135,44 +168,39 @@ def fit(
 
     `meta` (recipe, config, vocab) goes into every checkpoint so that a checkpoint alone can rebuild
     the model. Checkpoints go to run_dir/checkpoints; TensorBoard events and metrics.jsonl to run_dir.
+    In a distributed run (see `seqtrain.distributed`) every rank calls this; rank 0 alone writes.
     """
     console = console or Console(stderr=True, soft_wrap=True)
+    world = distributed.current()
 
-    # 1. Device, seed, model.
-    device = pick_device(cfg.device)
-    seed_everything(cfg.seed)
+    # 1. Device, seed, model. Ranks draw different dropout masks; DDP starts them from rank 0's weights.
+    device = pick_device(cfg.device, world.local_rank)
+    seed_everything(cfg.seed + world.rank)
     model = task.model.to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    forward_model = torch.compile(model) if cfg.compile else model
+    forward_model = distributed.wrap(model, device)
+    forward_model = torch.compile(forward_model) if cfg.compile else forward_model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
     # 2. Batches, optimiser, schedule. The loader gets its own generator so that making a new iterator
     #    (at each epoch, or at a resume) never draws from the global RNG that dropout uses.
-    sampler = BucketBatchSampler(
-        train_set.lengths, batching.batch_size, batching.max_tokens, shuffle=shuffle_train,
-        seed=cfg.seed, pool_batches=batching.pool_batches,
-    )
+    sampler = preflight(task, train_set, valid_set, cfg, batching, shuffle_train)
     loader = torch.utils.data.DataLoader(
         train_set, batch_sampler=sampler, collate_fn=task.collate,
         num_workers=batching.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
     )
     steps_per_epoch = math.ceil(len(sampler) / cfg.grad_accum)
-    if steps_per_epoch == 0:
-        raise ConfigError("the training split has fewer examples than one batch")
     budgets = [b for b in (cfg.max_steps, cfg.max_epochs and cfg.max_epochs * steps_per_epoch) if b]
     total_steps = min(budgets) if budgets else None
     optimizer = build_optimizer(params, optim_cfg)
+    for group in optimizer.param_groups:
+        group["lr"] *= distributed.lr_factor(cfg.scale_lr_with_world, world.size)
     schedule = Schedule(optimizer, sched_cfg, total_steps, cfg.early_stopping.mode)
-    state = TrainState()
+    state = TrainState(world_size=world.size)
     ckpt_dir = run_dir / "checkpoints"
-    # Fail now, not after an epoch, if early stopping watches a metric the recipe does not report.
-    reported = evaluate(task, forward_model, valid_set, batching, device, autocast, max_batches=1)
-    if cfg.early_stopping.monitor not in reported:
-        raise ConfigError(
-            f"trainer.early_stopping.monitor={cfg.early_stopping.monitor!r} is not a metric; valid: {', '.join(reported)}"
-        )
 
     # 3. Resume: model, optimiser, schedule, position and RNG continue where the checkpoint left them.
+    #    After a change of world size the position is rescaled (see distributed.rescale_position).
     if cfg.resume:
         saved = checkpoint.load(checkpoint.find(Path(cfg.resume), prefer="last"), recipe=meta["recipe"])
         checkpoint.check_architecture(saved["config"]["model"], meta["config"]["model"])
@@ -180,25 +208,33 @@ def fit(
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         state = TrainState(**saved["trainer"])
-        set_rng_state(saved["rng"])
+        rng = saved.get("rng_ranks") or [saved["rng"]]
+        if world.rank < len(rng):
+            set_rng_state(rng[world.rank])
+        if state.world_size != world.size:
+            state.batch_in_epoch = distributed.rescale_position(state.batch_in_epoch, state.world_size, world.size)
+            state.world_size = world.size
         console.print(f"resumed from step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})")
 
     def save(name: str, metrics: dict[str, float]) -> None:
-        checkpoint.save(
-            {
-                **meta, "seqtrain_version": __version__, "metrics": metrics,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                "trainer": asdict(state), "rng": rng_state(),
-            },
-            ckpt_dir / name,
-        )
+        """Every rank hands in its RNG state (a collective); rank 0 writes."""
+        rng = distributed.gather(rng_state())
+        if world.main:
+            checkpoint.save(
+                {
+                    **meta, "seqtrain_version": __version__, "metrics": metrics,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "trainer": asdict(state), "rng": rng[0], **({"rng_ranks": rng} if world.size > 1 else {}),
+                },
+                ckpt_dir / name,
+            )
 
     def validate() -> dict[str, float]:
         """Validate, log, step NewBob, keep the best checkpoint, count validations without improvement."""
-        metrics = evaluate(task, forward_model, valid_set, batching, device, autocast, cfg.val_max_batches)
+        metrics = evaluate(task, model, valid_set, batching, device, autocast, cfg.val_max_batches)
         monitor.scalars("valid", metrics, state.step, state.epoch)
         monitor.message(f"validation at step {state.step}: {format_metrics(metrics)}")
-        if task.log_samples is not None:
+        if task.log_samples is not None and world.main:
             task.log_samples(model, monitor.writer, state.step)
         stop = cfg.early_stopping
         value = metrics[stop.monitor]
@@ -212,15 +248,20 @@ def fit(
         save("last.pt", metrics)
         return metrics
 
+    def stopping(reason: str | None) -> tuple[str | None, bool]:
+        """(why to stop, whether a signal asked) as every rank agrees: clocks and signals differ by rank."""
+        any_reason, signalled = distributed.any_rank(reason is not None, stop_requested())
+        return (reason or "another rank's budget" if any_reason else None), signalled
+
     # 4. The loop. A step is one optimiser update over `grad_accum` micro-batches.
-    monitor = Monitor(run_dir, total_steps, cfg.max_time, console)
+    monitor = Monitor(run_dir, total_steps, cfg.max_time, console) if world.main else Silent()
     metrics: dict[str, float] = {}
     window: Stats = {}
     window_start, window_tokens, window_padded = time.perf_counter(), 0, 0
     epoch_tokens, epoch_padded = 0, 0
     elapsed_before, fit_start = state.elapsed, time.perf_counter()
-    stop_reason = budget_spent(cfg, state, "epoch") or patience_spent(cfg, state)
     with stop_requests() as stop_requested, closing(monitor):
+        stop_reason, _ = stopping(budget_spent(cfg, state, "epoch") or patience_spent(cfg, state))
         model.train()
         optimizer.zero_grad(set_to_none=True)
         while stop_reason is None:
@@ -228,18 +269,19 @@ def fit(
             epoch_batches = len(sampler)
             micro = 0
             for batch in loader:
-                # 4a. Forward and backward on one micro-batch.
+                # 4a. Forward and backward on one micro-batch; DDP syncs gradients on the last one only.
                 batch = to_device(batch, device)
-                with autocast:
+                last_micro = micro + 1 == cfg.grad_accum or state.batch_in_epoch + 1 == epoch_batches
+                with autocast, nullcontext() if last_micro or world.size == 1 else forward_model.no_sync():
                     loss, stats = task.step(forward_model, batch)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"loss became {loss.item()} at step {state.step + 1} (lr {current_lr(optimizer):.3g}); "
-                        f"stopped, the last good checkpoint stays in {ckpt_dir}"
-                    )
-                if optim_cfg.l1 > 0:
-                    loss = loss + optim_cfg.l1 * l1_penalty(params)
-                (loss / cfg.grad_accum).backward()
+                    if distributed.any_rank(not torch.isfinite(loss))[0]:
+                        raise TrainingError(
+                            f"loss became {loss.item()} at step {state.step + 1} (lr {current_lr(optimizer):.3g}); "
+                            f"stopped, the last good checkpoint stays in {ckpt_dir}"
+                        )
+                    if optim_cfg.l1 > 0:
+                        loss = loss + optim_cfg.l1 * l1_penalty(params)
+                    (loss / cfg.grad_accum).backward()
                 for k, v in stats.items():
                     window[k] = window.get(k, 0) + v.detach()
                 window_tokens += batch.get("num_tokens", 0)
@@ -248,7 +290,7 @@ def fit(
                 epoch_padded += batch.get("padded_tokens", 0)
                 state.batch_in_epoch += 1
                 micro += 1
-                if micro < cfg.grad_accum and state.batch_in_epoch < epoch_batches:
+                if not last_micro:
                     continue
 
                 # 4b. Clip, update, schedule.
@@ -269,13 +311,15 @@ def fit(
                 now = time.perf_counter()
                 state.elapsed = elapsed_before + now - fit_start
 
-                # 4c. Log a window of steps.
+                # 4c. Log a window of steps, its statistics and token counts summed over ranks.
                 if logging_now:
                     seconds = now - window_start
+                    counts = {"tokens": torch.tensor(window_tokens), "padded": torch.tensor(window_padded)}
+                    window, counts = distributed.sum_stats(window), distributed.sum_stats(counts)
                     logged = task.summarize(window) | {"lr": current_lr(optimizer), "grad_norm": float(grad_norm)}
-                    logged["tokens_per_s"] = window_tokens / seconds
-                    if window_padded:
-                        logged["padding_efficiency"] = window_tokens / window_padded
+                    logged["tokens_per_s"] = int(counts["tokens"]) / seconds
+                    if counts["padded"]:
+                        logged["padding_efficiency"] = int(counts["tokens"]) / int(counts["padded"])
                     monitor.scalars("train", logged, state.step, state.epoch)
                     monitor.update(state.step, state.elapsed, {k: logged[k] for k in ("loss", "lr", "tokens_per_s") if k in logged})
                     window, window_tokens, window_padded = {}, 0, 0
@@ -287,8 +331,8 @@ def fit(
                     window_start = time.perf_counter()
                 elif cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                     save("last.pt", metrics)
-                stop_reason = budget_spent(cfg, state, "step") or patience_spent(cfg, state)
-                if stop_requested():
+                stop_reason, signalled = stopping(budget_spent(cfg, state, "step") or patience_spent(cfg, state))
+                if signalled:
                     save("last.pt", metrics)
                     raise Interrupted(f"stopped at step {state.step}; checkpoint saved in {ckpt_dir}")
                 if stop_reason:
@@ -302,13 +346,29 @@ def fit(
                 state.batch_in_epoch = 0
                 if not cfg.val_every_steps:
                     metrics = validate()
-                stop_reason = budget_spent(cfg, state, "epoch") or patience_spent(cfg, state)
+                stop_reason, _ = stopping(budget_spent(cfg, state, "epoch") or patience_spent(cfg, state))
 
         # 5. Finish: validate unless the last step just did, and leave a final checkpoint.
         if not metrics or not just_validated(cfg, state):
             metrics = validate()
         monitor.message(f"finished: {stop_reason} at step {state.step}")
     return metrics
+
+
+class Silent:
+    """The monitor of ranks other than 0: they log nothing (their statistics reach rank 0's)."""
+
+    writer = None
+
+    def scalars(self, *args: Any) -> None: ...
+
+    def update(self, *args: Any) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+    def histograms(self, *args: Any) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def just_validated(cfg: TrainerConfig, state: TrainState) -> bool:
@@ -363,21 +423,25 @@ def evaluate(
     autocast: torch.autocast | None = None,
     max_batches: int | None = None,
 ) -> dict[str, float]:
-    """Sum the step's statistics over a data set (sorted by length, so little padding) and summarize."""
-    sampler = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=task.collate, generator=torch.Generator())
+    """Sum the step's statistics over a data set (sorted by length, so little padding) and summarize.
+
+    In a distributed run rank r scores batches r, r + world, ... of the first `max_batches`: none is
+    dropped, shards may be uneven (no collective runs per batch, so nothing waits), and the sums meet
+    once at the end. `model` is the bare model, not its DDP wrapper."""
+    world = distributed.current()
+    ordered = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
+    batches = list(itertools.islice(ordered, max_batches))[world.rank :: world.size]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=task.collate, generator=torch.Generator())
     was_training = model.training
     model.eval()
     totals: Stats = {}
-    for i, batch in enumerate(loader):
-        if max_batches is not None and i >= max_batches:
-            break
+    for batch in loader:
         with autocast or torch.autocast(device.type, enabled=False):
             _, stats = task.step(model, to_device(batch, device))
         for k, v in stats.items():
             totals[k] = totals.get(k, 0) + (v.double() if v.is_floating_point() else v)
     model.train(was_training)
-    return task.summarize(totals)
+    return task.summarize(distributed.sum_stats(totals))
 
 
 def rng_state() -> dict[str, Any]:
