@@ -26,6 +26,8 @@ def save(state: dict[str, Any], path: Path) -> None:
     A crash or a full disk at any moment leaves either the old file or the new one, never a torn one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):  # left by a process killed mid-write; one writer per run
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as f:
