@@ -6,16 +6,12 @@ Read `fit` top to bottom; its numbered sections are the whole story.
 
 from __future__ import annotations
 
-import itertools
 import math
-import random
-import signal
 import time
-import threading
-from contextlib import closing, contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from contextlib import closing, nullcontext
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
+from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
 from rich.console import Console
@@ -24,60 +20,15 @@ from seqtrain import __version__, checkpoint, distributed
 from seqtrain.data.collate import to_device
 from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
 from seqtrain.errors import ConfigError, Interrupted, TrainingError
+from seqtrain.evaluation import evaluate
 from seqtrain.monitor import Monitor, format_metrics
 from seqtrain.optim import OptimConfig, SchedConfig, Schedule, build_optimizer, l1_penalty
+from seqtrain.resume import rng_state, seed_everything, set_rng_state, stop_requests
+from seqtrain.trainer_config import EarlyStoppingConfig, TrainerConfig
+
+__all__ = ["EarlyStoppingConfig", "Task", "TrainerConfig", "TrainState", "evaluate", "fit", "preflight", "seed_everything"]
 
 Stats = dict[str, torch.Tensor]
-
-
-@dataclass
-class EarlyStoppingConfig:
-    monitor: str = "loss"  # a validation metric name
-    mode: str = "min"  # min or max
-    patience: Optional[int] = None  # validations without improvement before stopping; None = never stop early
-    min_delta: float = 0.0
-
-    def __post_init__(self):
-        if self.mode not in ("min", "max"):
-            raise ConfigError(f"trainer.early_stopping.mode must be min or max, got {self.mode!r}")
-
-
-@dataclass
-class TrainerConfig:
-    max_epochs: Optional[int] = None
-    max_steps: Optional[int] = None
-    max_time: Optional[float] = None  # seconds of training, summed over resumes
-    val_every_steps: Optional[int] = None  # None = validate at the end of each epoch
-    val_max_batches: Optional[int] = None
-    checkpoint_every_steps: Optional[int] = None
-    grad_accum: int = 1
-    clip_grad_norm: Optional[float] = 1.0
-    clip_grad_value: Optional[float] = None
-    precision: str = "fp32"  # fp32 or bf16 (autocast)
-    device: str = "auto"  # auto = cuda when present
-    compile: bool = False
-    seed: int = 1234
-    resume: Optional[str] = None  # a run dir to continue in
-    init_from: Optional[str] = None  # a run dir whose weights (matching names and shapes) start a new run
-    log_every_steps: int = 50
-    log_histograms_every: int = 0  # 0 = never
-    devices: int = 1  # worker processes on this machine, launched through torch.distributed.run
-    scale_lr_with_world: str = "none"  # none, linear or sqrt: multiply optim.lr by the world size or its root
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
-
-    def __post_init__(self):
-        if self.max_epochs is None and self.max_steps is None and self.max_time is None:
-            raise ConfigError("set a budget: trainer.max_epochs, trainer.max_steps or trainer.max_time")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"trainer.precision must be fp32 or bf16, got {self.precision!r}")
-        if self.resume and self.init_from:
-            raise ConfigError("trainer.resume continues a run and trainer.init_from starts a new one; give one")
-        if self.grad_accum < 1 or self.log_every_steps < 1:
-            raise ConfigError("trainer.grad_accum and trainer.log_every_steps must be >= 1")
-        if self.devices < 1:
-            raise ConfigError(f"trainer.devices must be >= 1, got {self.devices}")
-        if self.scale_lr_with_world not in ("none", "linear", "sqrt"):
-            raise ConfigError(f"trainer.scale_lr_with_world must be none, linear or sqrt, got {self.scale_lr_with_world!r}")
 
 
 class SizedDataset(Protocol):
@@ -112,12 +63,6 @@ class TrainState:
     best: Optional[float] = None
     bad_validations: int = 0
     world_size: int = 1  # ranks that consumed `batch_in_epoch` batches each
-
-
-def seed_everything(seed: int) -> None:
-    """Seed the RNGs seqtrain draws from (Python's and torch's); call it before building the model."""
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -411,73 +356,3 @@ def clip_gradients(
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return optimizer.param_groups[0]["lr"]
-
-
-@torch.no_grad()
-def evaluate(
-    task: Task,
-    model: torch.nn.Module,
-    dataset: SizedDataset,
-    batching: BatchingConfig,
-    device: torch.device,
-    autocast: torch.autocast | None = None,
-    max_batches: int | None = None,
-) -> dict[str, float]:
-    """Sum the step's statistics over a data set (sorted by length, so little padding) and summarize.
-
-    In a distributed run rank r scores batches r, r + world, ... of the first `max_batches`: none is
-    dropped, shards may be uneven (no collective runs per batch, so nothing waits), and the sums meet
-    once at the end. `model` is the bare model, not its DDP wrapper."""
-    world = distributed.current()
-    ordered = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
-    batches = list(itertools.islice(ordered, max_batches))[world.rank :: world.size]
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=task.collate, generator=torch.Generator())
-    was_training = model.training
-    model.eval()
-    totals: Stats = {}
-    for batch in loader:
-        with autocast or torch.autocast(device.type, enabled=False):
-            _, stats = task.step(model, to_device(batch, device))
-        for k, v in stats.items():
-            totals[k] = totals.get(k, 0) + (v.double() if v.is_floating_point() else v)
-    model.train(was_training)
-    return task.summarize(distributed.sum_stats(totals))
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@contextmanager
-def stop_requests() -> Iterator[Callable[[], bool]]:
-    """SIGTERM or a first Ctrl-C asks the loop to finish its step, save and stop; a second Ctrl-C kills."""
-    requested = False
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-
-    def handler(signum, frame):
-        nonlocal requested
-        if requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        requested = True
-
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield lambda: requested
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-

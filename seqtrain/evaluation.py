@@ -1,0 +1,47 @@
+"""Scoring a model on a data set with a recipe's step: the sums of its additive statistics, summarized;
+across ranks in a distributed run."""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING
+
+import torch
+
+from seqtrain import distributed
+from seqtrain.data.collate import to_device
+from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
+
+if TYPE_CHECKING:
+    from seqtrain.trainer import SizedDataset, Stats, Task
+
+
+@torch.no_grad()
+def evaluate(
+    task: Task,
+    model: torch.nn.Module,
+    dataset: SizedDataset,
+    batching: BatchingConfig,
+    device: torch.device,
+    autocast: torch.autocast | None = None,
+    max_batches: int | None = None,
+) -> dict[str, float]:
+    """Sum the step's statistics over a data set (sorted by length, so little padding) and summarize.
+
+    In a distributed run rank r scores batches r, r + world, ... of the first `max_batches`: none is
+    dropped, shards may be uneven (no collective runs per batch, so nothing waits), and the sums meet
+    once at the end. `model` is the bare model, not its DDP wrapper."""
+    world = distributed.current()
+    ordered = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
+    batches = list(itertools.islice(ordered, max_batches))[world.rank :: world.size]
+    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=task.collate, generator=torch.Generator())
+    was_training = model.training
+    model.eval()
+    totals: Stats = {}
+    for batch in loader:
+        with autocast or torch.autocast(device.type, enabled=False):
+            _, stats = task.step(model, to_device(batch, device))
+        for k, v in stats.items():
+            totals[k] = totals.get(k, 0) + (v.double() if v.is_floating_point() else v)
+    model.train(was_training)
+    return task.summarize(distributed.sum_stats(totals))

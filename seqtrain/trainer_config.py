@@ -1,0 +1,58 @@
+"""The trainer's settings (`trainer.*`), checked as a whole when the config is composed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from seqtrain.errors import ConfigError
+
+
+@dataclass
+class EarlyStoppingConfig:
+    monitor: str = "loss"  # a validation metric name
+    mode: str = "min"  # min or max
+    patience: Optional[int] = None  # validations without improvement before stopping; None = never stop early
+    min_delta: float = 0.0
+
+    def __post_init__(self):
+        if self.mode not in ("min", "max"):
+            raise ConfigError(f"trainer.early_stopping.mode must be min or max, got {self.mode!r}")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: Optional[int] = None
+    max_steps: Optional[int] = None
+    max_time: Optional[float] = None  # seconds of training, summed over resumes
+    val_every_steps: Optional[int] = None  # None = validate at the end of each epoch
+    val_max_batches: Optional[int] = None
+    checkpoint_every_steps: Optional[int] = None
+    grad_accum: int = 1
+    clip_grad_norm: Optional[float] = 1.0
+    clip_grad_value: Optional[float] = None
+    precision: str = "fp32"  # fp32 or bf16 (autocast)
+    device: str = "auto"  # auto = cuda when present
+    compile: bool = False
+    seed: int = 1234
+    resume: Optional[str] = None  # a run dir to continue in
+    init_from: Optional[str] = None  # a run dir whose weights (matching names and shapes) start a new run
+    log_every_steps: int = 50
+    log_histograms_every: int = 0  # 0 = never
+    devices: int = 1  # worker processes on this machine, launched through torch.distributed.run
+    scale_lr_with_world: str = "none"  # none, linear or sqrt: multiply optim.lr by the world size or its root
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+    def __post_init__(self):
+        if self.max_epochs is None and self.max_steps is None and self.max_time is None:
+            raise ConfigError("set a budget: trainer.max_epochs, trainer.max_steps or trainer.max_time")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"trainer.precision must be fp32 or bf16, got {self.precision!r}")
+        if self.resume and self.init_from:
+            raise ConfigError("trainer.resume continues a run and trainer.init_from starts a new one; give one")
+        if self.grad_accum < 1 or self.log_every_steps < 1:
+            raise ConfigError("trainer.grad_accum and trainer.log_every_steps must be >= 1")
+        if self.devices < 1:
+            raise ConfigError(f"trainer.devices must be >= 1, got {self.devices}")
+        if self.scale_lr_with_world not in ("none", "linear", "sqrt"):
+            raise ConfigError(f"trainer.scale_lr_with_world must be none, linear or sqrt, got {self.scale_lr_with_world!r}")
