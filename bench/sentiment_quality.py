@@ -7,7 +7,10 @@ vocabulary from the training split, a 2-layer biLSTM with max pooling, word drop
 smoothing, and a cosine schedule. The schedule needs a length: a short calibration times training steps
 of this model on this machine and sizes max_steps to the budget; trainer.max_time stays a hard stop.
 
-Prints one JSON line. `accuracy` is the final model's dev accuracy (no selection on dev);
+With `--members K` the budget is split over K runs with different seeds, and `accuracy` is that of
+their ensemble (class probabilities averaged, as `seqtrain evaluate RUN1 RUN2 ...` does).
+
+Prints one JSON line. `accuracy` is the dev accuracy of the final weights (no selection on dev);
 `best_accuracy` is the best of the periodic validations, which selects on dev itself and so reads high.
 """
 
@@ -56,6 +59,7 @@ def main() -> None:
     p.add_argument("--min-freq", type=int, default=1)
     p.add_argument("--validations", type=int, default=20)
     p.add_argument("--max-rows", type=int, default=None, help="smoke tests: read only this many rows of each split")
+    p.add_argument("--members", type=int, default=1, help="an ensemble of this many runs, splitting the time budget")
     p.add_argument("--run-dir", default=None)
     args = p.parse_args()
 
@@ -64,38 +68,53 @@ def main() -> None:
         "model.bidirectional=true", f"model.pooling={args.pooling}", f"model.dropout={args.dropout}",
         f"model.embedding_dropout={args.word_dropout}", f"model.label_smoothing={args.label_smoothing}",
     ]
-    budget = args.minutes * 60
+    budget = args.minutes * 60 / args.members
     model_cfg = compose("sentiment", model).model
     rate = steps_per_second(model_cfg, 15000, args.batch)
     max_steps = max(10, int(rate * budget * 0.9))  # validation and logging take a few percent
-    run_dir = args.run_dir or tempfile.mkdtemp(prefix="sentiment_quality-") + "/run"
-    cfg = compose("sentiment", [
-        *model, "data=sst2", f"data.root={args.root}", f"data.batch_size={args.batch}", f"data.min_freq={args.min_freq}",
-        f"data.max_rows={'null' if args.max_rows is None else args.max_rows}",
-        "optim=adamw", f"optim.lr={args.lr}", f"optim.weight_decay={args.weight_decay}",
-        "sched=cosine", "sched.warmup_steps=200", "sched.min_lr_ratio=0.02",
-        "trainer.max_epochs=null", f"trainer.max_steps={max_steps}", f"trainer.max_time={budget}",
-        f"trainer.val_every_steps={max(1, max_steps // args.validations)}", "trainer.early_stopping.patience=null",
-        "trainer.log_every_steps=100", f"run_dir={run_dir}",
-    ])
-    run_dir, final = runs.fit(cfg, Console(file=io.StringIO()))
-    records = [json.loads(line) for line in open(Path(run_dir) / "metrics.jsonl")]
+    base = Path(args.run_dir or tempfile.mkdtemp(prefix="sentiment_quality-"))
+    members = []
+    for member in range(args.members):
+        cfg = compose("sentiment", [
+            *model, "data=sst2", f"data.root={args.root}", f"data.batch_size={args.batch}", f"data.min_freq={args.min_freq}",
+            f"data.max_rows={'null' if args.max_rows is None else args.max_rows}",
+            "optim=adamw", f"optim.lr={args.lr}", f"optim.weight_decay={args.weight_decay}",
+            "sched=cosine", "sched.warmup_steps=200", "sched.min_lr_ratio=0.02",
+            "trainer.max_epochs=null", f"trainer.max_steps={max_steps}", f"trainer.max_time={budget}",
+            f"trainer.val_every_steps={max(1, max_steps // args.validations)}", "trainer.early_stopping.patience=null",
+            "trainer.log_every_steps=100", f"trainer.seed={1234 + member}", f"run_dir={base / str(member)}",
+        ])
+        run_dir, _ = runs.fit(cfg, Console(file=io.StringIO()))
+        members.append((run_dir, final_probabilities(run_dir, cfg)))
+    names = sentiment.classes(json.loads((members[0][0] / "vocab.json").read_text()))
+    labels = members[0][1][1]
+    reports = [runs.classifier_report(probabilities, labels, names) for _, (probabilities, _) in members]
+    ensemble = runs.classifier_report(sum(p for _, (p, _) in members) / len(members), labels, names)
+    records = [json.loads(line) for run_dir, _ in members for line in open(run_dir / "metrics.jsonl")]
     valid = [r for r in records if r["split"] == "valid"]
     train = [r for r in records if r["split"] == "train"]
     epochs = [r for r in records if r["split"] == "epoch"]
     print(json.dumps({
-        "benchmark": "sentiment_quality", "accuracy": round(final["accuracy"], 4), "macro_f1": round(final["macro_f1"], 4),
+        "benchmark": "sentiment_quality", "accuracy": round(ensemble["accuracy"], 4), "macro_f1": round(ensemble["macro_f1"], 4),
+        "members": args.members, "member_accuracy": [round(r["accuracy"], 4) for r in reports],
         "best_accuracy": round(max(r["accuracy"] for r in valid), 4), "minutes": args.minutes,
-        "steps": valid[-1]["step"], "epochs_completed": valid[-1]["epoch"],
+        "steps_per_member": max_steps, "epochs_completed": valid[-1]["epoch"],
         "padding_efficiency": round(epochs[-1]["padding_efficiency"], 4) if epochs else None,
         "tokens_per_s": round(sum(r["tokens_per_s"] for r in train) / max(1, len(train))),
         "model": f"word vocab (min_freq {args.min_freq}), emb {args.embedding}, {args.layers}x{args.hidden} biLSTM, "
                  f"{args.pooling} pooling, dropout {args.dropout}, word dropout {args.word_dropout}",
         "schedule": f"adamw lr {args.lr} wd {args.weight_decay}, label smoothing {args.label_smoothing}, batch {args.batch}, "
-                    f"warmup 200, cosine to 2% over {max_steps} steps (calibrated at {rate:.1f} steps/s)",
-        "run_dir": str(run_dir), "torch_threads": torch.get_num_threads(),
+                    f"warmup 200, cosine to 2% over {max_steps} steps per member (calibrated at {rate:.1f} steps/s)",
+        "run_dir": str(base), "torch_threads": torch.get_num_threads(),
     }))
 
+
+def final_probabilities(run_dir: Path, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dev-set class probabilities of a run's final weights (last.pt, not the checkpoint chosen on dev)."""
+    module, model, state = runs.load_model(run_dir / "checkpoints" / "last.pt")
+    prepared = module.prepare(cfg.data, state["vocab"], ("valid",))
+    dev = prepared.splits["valid"]
+    return runs.class_probabilities(module, model, dev, prepared.collate, cfg.data), dev.labels
 
 if __name__ == "__main__":
     main()
