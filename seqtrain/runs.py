@@ -43,7 +43,7 @@ def _fit(cfg: RunConfig, console: Console, world: distributed.World) -> tuple[Pa
     trainer.seed_everything(cfg.trainer.seed)
     model = module.build_model(cfg.model, prepared.vocab)
     task = trainer.Task(model, module.step, module.summarize, prepared.collate)
-    trainer.preflight(task, prepared.splits["train"], prepared.splits["valid"], cfg.trainer, cfg.data, prepared.shuffle_train)
+    sampler = trainer.preflight(task, prepared.splits["train"], prepared.splits["valid"], cfg.trainer, cfg.data, prepared.shuffle_train)
     if world.main:
         run_dir = run_dir if cfg.trainer.resume else new_run_dir(cfg.recipe, cfg.run_dir)
         save_run_config(cfg, run_dir)
@@ -67,7 +67,7 @@ def _fit(cfg: RunConfig, console: Console, world: distributed.World) -> tuple[Pa
     try:
         metrics = trainer.fit(
             task, prepared.splits["train"], prepared.splits["valid"], cfg.trainer, cfg.optim, cfg.sched,
-            cfg.data, run_dir, meta, console, shuffle_train=prepared.shuffle_train,
+            cfg.data, run_dir, meta, console, shuffle_train=prepared.shuffle_train, sampler=sampler,
         )
     except Interrupted as e:
         raise Interrupted(f"{e}; resume with: seqtrain fit recipe={cfg.recipe} trainer.resume={run_dir}") from e

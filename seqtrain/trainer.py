@@ -108,8 +108,12 @@ def fit(
     meta: dict[str, Any],
     console: Console | None = None,
     shuffle_train: bool = True,
+    sampler: BucketBatchSampler | None = None,
 ) -> dict[str, float]:
     """Train `task.model` in place and return the final validation metrics.
+
+    `sampler` is what `preflight` returned when the caller already ran it (before making the run dir);
+    without it, `fit` runs the preflight checks itself.
 
     `meta` (recipe, config, vocab) goes into every checkpoint so that a checkpoint alone can rebuild
     the model. Checkpoints go to run_dir/checkpoints; TensorBoard events and metrics.jsonl to run_dir.
@@ -129,7 +133,8 @@ def fit(
 
     # 2. Batches, optimiser, schedule. The loader gets its own generator so that making a new iterator
     #    (at each epoch, or at a resume) never draws from the global RNG that dropout uses.
-    sampler = preflight(task, train_set, valid_set, cfg, batching, shuffle_train)
+    if sampler is None:
+        sampler = preflight(task, train_set, valid_set, cfg, batching, shuffle_train)
     loader = torch.utils.data.DataLoader(
         train_set, batch_sampler=sampler, collate_fn=task.collate,
         num_workers=batching.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
