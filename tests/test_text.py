@@ -47,3 +47,13 @@ def test_token_file_is_a_memory_map_equal_to_direct_encoding(tmp_path):
     assert np.array_equal(np.asarray(tokens), vocab.encode(text))
     again = token_file(path, vocab, tmp_path / "cache")
     assert again.filename == tokens.filename  # encoded once, then mapped
+
+
+def test_gzip_files_are_read_and_a_broken_one_is_a_clear_error(tmp_path):
+    import gzip
+
+    (tmp_path / "t.txt.gz").write_bytes(gzip.compress("grüße\nzwei\n".encode()))
+    assert "".join(iter_text(tmp_path / "t.txt.gz", chunk_bytes=3)) == "grüße\nzwei\n"
+    (tmp_path / "broken.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(DataError, match="broken.gz is not a readable gzip file"):
+        read_text(tmp_path / "broken.gz")

@@ -10,8 +10,6 @@ two sides. Files are read whole; parallel corpora for these models are megabytes
 
 from __future__ import annotations
 
-import gzip
-import zlib
 from pathlib import Path
 from typing import Any
 
@@ -29,21 +27,7 @@ MULTI30K = {"train": "train", "valid": "val"}
 
 def read_lines(path: str | Path) -> list[str]:
     """The stripped lines of a text file (`.gz` is decompressed)."""
-    path = Path(path)
-    if path.suffix != ".gz":
-        text = "".join(iter_text(path))
-    else:
-        if not path.is_file():
-            raise DataError(f"no such file: {path}")
-        try:
-            data = gzip.decompress(path.read_bytes())
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"{path} is not a readable gzip file ({e})") from e
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            line = data[: e.start].count(b"\n") + 1
-            raise DataError(f"{path} is not UTF-8 text (bad bytes on line {line})") from e
+    text = "".join(iter_text(Path(path)))
     return [line.strip() for line in text.removesuffix("\n").split("\n")] if text else []
 
 

@@ -7,9 +7,11 @@ A corpus is encoded once into a memory-mapped token file in the cache, streaming
 from __future__ import annotations
 
 import codecs
+import gzip
 import hashlib
 import json
 import os
+import zlib
 from pathlib import Path
 from typing import Iterator
 
@@ -22,14 +24,19 @@ UNK = "<unk>"
 
 
 def iter_text(path: Path, chunk_bytes: int = CHUNK_BYTES) -> Iterator[str]:
-    """Decode a UTF-8 file chunk by chunk; bad bytes raise a DataError naming the line."""
+    """Decode a UTF-8 file (gzip-compressed when it ends in .gz) chunk by chunk; bad bytes raise a
+    DataError naming the line."""
+    path = Path(path)
     if not path.is_file():
         raise DataError(f"no such file: {path}")
     decoder = codecs.getincrementaldecoder("utf-8")()
     line = 1
-    with open(path, "rb") as f:
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
         while True:
-            block = f.read(chunk_bytes)
+            try:
+                block = f.read(chunk_bytes)
+            except (gzip.BadGzipFile, EOFError, zlib.error) as e:
+                raise DataError(f"{path} is not a readable gzip file ({e})") from e
             try:
                 text = decoder.decode(block, final=not block)
             except UnicodeDecodeError as e:
@@ -120,7 +127,7 @@ def corpus_stats(path: Path, train_fraction: float, cache: Path) -> tuple[int, l
         raise DataError(f"{path} is empty")
     chars = chars_in_prefix(path, int(total * train_fraction))
     cache.mkdir(parents=True, exist_ok=True)
-    _atomic_write(meta, json.dumps({"total": total, "chars": chars}).encode())
+    atomic_write(meta, json.dumps({"total": total, "chars": chars}).encode())
     return total, chars
 
 
@@ -141,7 +148,9 @@ def token_file(path: Path, vocab: CharVocab, cache: Path) -> np.ndarray:
     return np.memmap(target, dtype=dtype, mode="r")
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write beside `path` under a per-process name, then rename: readers (and other ranks writing the
+    same file) never see a torn one."""
     partial = path.with_name(f".{path.name}.part-{os.getpid()}")
     partial.write_bytes(data)
     os.replace(partial, path)

@@ -14,7 +14,7 @@ from torch.nn import functional as F
 
 from seqtrain.data.download import cache_dir, fetch
 from seqtrain.data.sampler import BatchingConfig
-from seqtrain.data.text import CharVocab, corpus_stats, token_file
+from seqtrain.data.text import CharVocab, atomic_write, corpus_stats, token_file
 from seqtrain.data.windows import IGNORE, StreamDataset, WindowDataset, collate_windows
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
@@ -102,9 +102,7 @@ def stdlib_corpus(cache: Path, max_chars: int) -> Path:
         if size >= max_chars:
             break
     cache.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    partial.write_text("".join(parts)[:max_chars], encoding="utf-8")
-    partial.replace(target)
+    atomic_write(target, "".join(parts)[:max_chars].encode("utf-8"))
     return target
 
 
