@@ -8,8 +8,10 @@ Every helper here is a no-op in a single process, so the trainer reads the same 
 
 from __future__ import annotations
 
+import gc
 import math
 import os
+import traceback
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Iterator
@@ -80,9 +82,25 @@ def session(device: str) -> Iterator[World]:
     dist.init_process_group("nccl" if cuda else "gloo")
     try:
         yield current()
-        dist.barrier()  # no rank tears its connections down while another still talks (seen as SIGABRT at exit)
+        dist.barrier()  # no rank tears its connections down while another still talks
+    except BaseException as e:
+        release_frames(e)
+        raise
     finally:
+        # DDP's reducer holds the group: free it while the interpreter is whole, or gloo's threads meet
+        # a half-finalised interpreter at exit and abort ("terminate called without an active exception").
+        gc.collect()
         dist.destroy_process_group()
+
+
+def release_frames(error: BaseException) -> None:
+    """Drop the local variables of the frames an error (and its causes) passed through, so the models
+    and optimisers they held can be freed before the process group is; the traceback still prints."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        traceback.clear_frames(error.__traceback__)
+        error = error.__cause__ or error.__context__
 
 
 class DistributedModel(DistributedDataParallel):

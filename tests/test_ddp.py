@@ -14,7 +14,6 @@ import sys
 
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from typer.testing import CliRunner
 
@@ -51,18 +50,18 @@ def gradients(name: str, model: torch.nn.Module, items: list, collate, through: 
 
 
 def ddp_worker(rank: int, port: int, corpus: str, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    """One rank as torchrun would start it: the environment names the world, `distributed.session` joins it."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        grads = {}
-        for name in RECIPES:
-            model, items, collate = global_batch(name, corpus)
-            wrapped = distributed.wrap(model, torch.device("cpu"))  # the recipe's step reads model attributes through it
-            grads[name] = gradients(name, model, items[rank * 4 : rank * 4 + 4], collate, through=wrapped)
-        torch.save(grads, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
+    with distributed.session("cpu"):
+        torch.save({name: ddp_gradients(name, corpus, rank) for name in RECIPES}, f"{out}.{rank}")
+
+
+def ddp_gradients(name: str, corpus: str, rank: int) -> dict[str, torch.Tensor]:
+    """This rank's half of the global batch through DDP; the wrapper dies with this frame, as in `trainer.fit`."""
+    model, items, collate = global_batch(name, corpus)
+    wrapped = distributed.wrap(model, torch.device("cpu"))  # the recipe's step reads model attributes through it
+    return gradients(name, model, items[rank * 4 : rank * 4 + 4], collate, through=wrapped)
 
 
 def free_port() -> int:
