@@ -1,7 +1,7 @@
 """Kill a training run at random moments with SIGKILL and SIGTERM, resume it after every kill, and check
 that nothing is lost: every resume succeeds, every checkpoint on disk loads at every moment, SIGTERM
 exits 130 saying how to resume, and the final weights equal (bit for bit, CPU) those of a run that was
-never interrupted. Checkpoints are written every step, so some kills land in the middle of a write
+never interrupted, as do the steps and validation losses in metrics.jsonl. Checkpoints are written every step, so some kills land in the middle of a write
 (seen as a temporary file left beside the checkpoints).
 
     python bench/fault_trials.py --kills 12 --steps 400
@@ -77,6 +77,12 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"].items() if isinstance(v, torch.Tensor)}
 
 
+def logged(run_dir: Path) -> tuple[list[tuple[str, int]], list[float]]:
+    """What metrics.jsonl holds: every record's (split, step) in order, and the validation losses."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["split"], r["step"]) for r in records], [r["loss"] for r in records if r["split"] == "valid"]
+
+
 def interrupted_run(corpus: Path, run_dir: Path, steps: int, hidden: int, kills: list[tuple[int, float]]) -> list[dict]:
     """Start a run; for each (signal, delay) wait until it has saved, sleep `delay`, send the signal,
     check the checkpoints, and resume. Then let the last resume finish. Returns one record per kill."""
@@ -114,6 +120,7 @@ def trials(workdir: Path, corpus: Path, steps: int, kills: int, seed: int, max_d
         "mid_write": sum(e["mid_write"] for e in events), "steps": steps, "events": events,
         "weights_equal": expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected),
         "temp_files_left": check_checkpoints(run_dir / "checkpoints"),
+        "log_equal": logged(reference) == logged(run_dir),  # no step logged twice, none missing
     }
 
 

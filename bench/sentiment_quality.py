@@ -57,6 +57,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--min-freq", type=int, default=1)
+    p.add_argument("--init", default="default", help="model.init: default, xavier, kaiming")
+    p.add_argument("--recurrent-init", default="default", help="model.recurrent_init: default, orthogonal, xavier")
+    p.add_argument("--seed", type=int, default=1234, help="the first member's seed; member k has seed + k")
     p.add_argument("--validations", type=int, default=20)
     p.add_argument("--max-rows", type=int, default=None, help="smoke tests: read only this many rows of each split")
     p.add_argument("--members", type=int, default=1, help="an ensemble of this many runs, splitting the time budget")
@@ -67,6 +70,7 @@ def main() -> None:
         f"model.embedding_dim={args.embedding}", f"model.hidden_size={args.hidden}", f"model.num_layers={args.layers}",
         "model.bidirectional=true", f"model.pooling={args.pooling}", f"model.dropout={args.dropout}",
         f"model.embedding_dropout={args.word_dropout}", f"model.label_smoothing={args.label_smoothing}",
+        f"model.init={args.init}", f"model.recurrent_init={args.recurrent_init}",
     ]
     budget = args.minutes * 60 / args.members
     model_cfg = compose("sentiment", model).model
@@ -82,7 +86,7 @@ def main() -> None:
             "sched=cosine", "sched.warmup_steps=200", "sched.min_lr_ratio=0.02",
             "trainer.max_epochs=null", f"trainer.max_steps={max_steps}", f"trainer.max_time={budget}",
             f"trainer.val_every_steps={max(1, max_steps // args.validations)}", "trainer.early_stopping.patience=null",
-            "trainer.log_every_steps=100", f"trainer.seed={1234 + member}", f"run_dir={base / str(member)}",
+            "trainer.log_every_steps=100", f"trainer.seed={args.seed + member}", f"run_dir={base / str(member)}",
         ])
         run_dir, _ = runs.fit(cfg, Console(file=io.StringIO()))
         members.append((run_dir, final_probabilities(run_dir, cfg)))
@@ -102,7 +106,8 @@ def main() -> None:
         "padding_efficiency": round(epochs[-1]["padding_efficiency"], 4) if epochs else None,
         "tokens_per_s": round(sum(r["tokens_per_s"] for r in train) / max(1, len(train))),
         "model": f"word vocab (min_freq {args.min_freq}), emb {args.embedding}, {args.layers}x{args.hidden} biLSTM, "
-                 f"{args.pooling} pooling, dropout {args.dropout}, word dropout {args.word_dropout}",
+                 f"{args.pooling} pooling, dropout {args.dropout}, word dropout {args.word_dropout}, "
+                 f"init {args.init}/{args.recurrent_init}",
         "schedule": f"adamw lr {args.lr} wd {args.weight_decay}, label smoothing {args.label_smoothing}, batch {args.batch}, "
                     f"warmup 200, cosine to 2% over {max_steps} steps per member (calibrated at {rate:.1f} steps/s)",
         "run_dir": str(base), "torch_threads": torch.get_num_threads(),

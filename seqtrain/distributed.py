@@ -133,6 +133,15 @@ def any_rank(*flags: bool) -> list[bool]:
     return [bool(v) for v in values.tolist()]
 
 
+def all_sum(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    """Each tensor summed over ranks (one all-reduce for all of them); the tensors themselves in one process."""
+    if current().size == 1:
+        return list(tensors)
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
 def sum_stats(stats: Stats) -> Stats:
     """Sum additive statistics over ranks. Ranks may hold different keys (a rank with no validation
     batch holds none), so the dicts are gathered rather than all-reduced tensor by tensor."""

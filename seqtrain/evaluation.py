@@ -26,7 +26,21 @@ def evaluate(
     autocast: torch.autocast | None = None,
     max_batches: int | None = None,
 ) -> dict[str, float]:
-    """Sum the step's statistics over a data set (sorted by length, so little padding) and summarize.
+    """The recipe's metrics on a data set: its summed statistics (see `score`), summarized."""
+    return task.summarize(score(task, model, dataset, batching, device, autocast, max_batches))
+
+
+@torch.no_grad()
+def score(
+    task: Task,
+    model: torch.nn.Module,
+    dataset: SizedDataset,
+    batching: BatchingConfig,
+    device: torch.device,
+    autocast: torch.autocast | None = None,
+    max_batches: int | None = None,
+) -> Stats:
+    """Sum the step's statistics over a data set (sorted by length, so little padding).
 
     In a distributed run rank r scores batches r, r + world, ... of the first `max_batches`: none is
     dropped, shards may be uneven (no collective runs per batch, so nothing waits), and the sums meet
@@ -44,4 +58,4 @@ def evaluate(
         for k, v in stats.items():
             totals[k] = totals.get(k, 0) + (v.double() if v.is_floating_point() else v)
     model.train(was_training)
-    return task.summarize(distributed.sum_stats(totals))
+    return distributed.sum_stats(totals)

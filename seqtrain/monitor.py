@@ -15,14 +15,36 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.tensorboard import SummaryWriter
 
+from seqtrain.data.text import atomic_write
+
 
 def format_metrics(metrics: dict[str, float]) -> str:
     return "  ".join(f"{k} {v:.4g}" for k, v in metrics.items())
 
 
+def truncate_log(path: Path, last_step: int) -> None:
+    """Keep the records of steps up to `last_step`; a line torn by a kill mid-write goes too."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("step", 0) <= last_step:
+            kept.append(line + "\n")
+    atomic_write(path, "".join(kept).encode())
+
+
 class Monitor:
-    def __init__(self, run_dir: Path, total_steps: int | None, max_time: float | None, console: Console):
-        self.writer = SummaryWriter(str(run_dir))
+    """`start_step` > 0 continues a run from its checkpoint at that step: whatever was logged after it
+    (by the process that was killed) is dropped, because those steps are about to be trained again."""
+
+    def __init__(self, run_dir: Path, total_steps: int | None, max_time: float | None, console: Console, start_step: int = 0):
+        self.writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if start_step else None)
+        if start_step:
+            truncate_log(run_dir / "metrics.jsonl", start_step)
         self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
         self.console = console
         self.total_steps = total_steps

@@ -57,10 +57,11 @@ def _fit(cfg: RunConfig, console: Console, world: distributed.World) -> tuple[Pa
         console.print(f"init_from {cfg.trainer.init_from}: loaded {len(loaded)} tensors ({', '.join(loaded) or 'none'}); "
                       f"new {len(new)} ({', '.join(new) or 'none'})")
 
-    def log_samples(m: torch.nn.Module, writer: Any, step: int) -> None:
+    def log_samples(m: torch.nn.Module, writer: Any, step: int, stats: dict[str, torch.Tensor]) -> None:
         module.log_samples(m, prepared.vocab, writer, step)
-        if recipes.is_classifier(module):
-            log_confusion(module, m, prepared, cfg.data, writer, step)
+        if recipes.is_classifier(module):  # the validation confusion matrix, as a picture
+            image = confusion_image(stats["confusion"], module.classes(prepared.vocab))
+            writer.add_image("confusion", image, step, dataformats="HWC")
 
     task.log_samples = log_samples
     meta = {"recipe": cfg.recipe, "config": cfg.resolved, "vocab": prepared.vocab}
@@ -233,11 +234,3 @@ def classifier_report(probabilities: torch.Tensor, labels: torch.Tensor, names: 
         **classification_metrics(confusion, names), "nll": float(nll), "examples": len(labels),
         "classes": names, "confusion_matrix": confusion.tolist(),
     }
-
-
-def log_confusion(module: Any, model: torch.nn.Module, prepared: Any, batching: BatchingConfig, writer: Any, step: int) -> None:
-    """The validation confusion matrix as a TensorBoard image, for every classifier recipe."""
-    valid = prepared.splits["valid"]
-    names = module.classes(prepared.vocab)
-    predictions = class_probabilities(module, model, valid, prepared.collate, batching).argmax(dim=-1)
-    writer.add_image("confusion", confusion_image(confusion_matrix(valid.labels, predictions, len(names)), names), step, dataformats="HWC")

@@ -20,7 +20,7 @@ from seqtrain import __version__, checkpoint, distributed
 from seqtrain.data.collate import to_device
 from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
 from seqtrain.errors import ConfigError, Interrupted, TrainingError
-from seqtrain.evaluation import evaluate
+from seqtrain.evaluation import evaluate, score
 from seqtrain.monitor import Monitor, format_metrics
 from seqtrain.optim import OptimConfig, SchedConfig, Schedule, build_optimizer, l1_penalty
 from seqtrain.resume import rng_state, seed_everything, set_rng_state, stop_requests
@@ -49,7 +49,8 @@ class Task:
     step: Callable[[torch.nn.Module, dict], tuple[torch.Tensor, Stats]]  # -> (loss to minimise, additive stats)
     summarize: Callable[[Stats], dict[str, float]]  # summed stats -> metrics
     collate: Callable[[list], dict]
-    log_samples: Optional[Callable[[torch.nn.Module, Any, int], None]] = None  # (model, tensorboard writer, step)
+    # (model, tensorboard writer, step, summed validation stats): pictures and text beyond the scalars
+    log_samples: Optional[Callable[[torch.nn.Module, Any, int, Stats], None]] = None
 
 
 @dataclass
@@ -181,11 +182,12 @@ def fit(
 
     def validate() -> dict[str, float]:
         """Validate, log, step NewBob, keep the best checkpoint, count validations without improvement."""
-        metrics = evaluate(task, model, valid_set, batching, device, autocast, cfg.val_max_batches)
+        stats = score(task, model, valid_set, batching, device, autocast, cfg.val_max_batches)
+        metrics = task.summarize(stats)
         monitor.scalars("valid", metrics, state.step, state.epoch)
         monitor.message(f"validation at step {state.step}: {format_metrics(metrics)}")
         if task.log_samples is not None and world.main:
-            task.log_samples(model, monitor.writer, state.step)
+            task.log_samples(model, monitor.writer, state.step, stats)
         stop = cfg.early_stopping
         value = metrics[stop.monitor]
         schedule.validated(value)
@@ -204,7 +206,7 @@ def fit(
         return (reason or "another rank's budget" if any_reason else None), signalled
 
     # 4. The loop. A step is one optimiser update over `grad_accum` micro-batches.
-    monitor = Monitor(run_dir, total_steps, cfg.max_time, console) if world.main else Silent()
+    monitor = Monitor(run_dir, total_steps, cfg.max_time, console, start_step=state.step) if world.main else Silent()
     metrics: dict[str, float] = {}
     window: Stats = {}
     window_start, window_tokens, window_padded = time.perf_counter(), 0, 0

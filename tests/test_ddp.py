@@ -1,6 +1,7 @@
-"""Distributed training on CPU with gloo and 2 processes: DDP's gradients are the global batch's, and
-`seqtrain fit ... trainer.devices=2` (torch.distributed.run underneath) trains, validates on uneven
-shards, resumes, and changes world size without hanging. Every subprocess has a timeout, so a hang
+"""Distributed training on CPU with gloo and 2 processes: DDP's gradients (and the speech recipe's
+feature statistics) are the global batch's, and `seqtrain fit ... trainer.devices=2`
+(torch.distributed.run underneath) trains, validates on uneven shards, resumes, changes world size,
+and saves and stops on SIGTERM, without hanging. Every subprocess has a timeout, so a hang
 fails the test instead of blocking CI."""
 
 from __future__ import annotations
@@ -8,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import random
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -20,6 +23,7 @@ from typer.testing import CliRunner
 from seqtrain import distributed
 from seqtrain.cli import app
 from seqtrain.config import compose
+from seqtrain.data.audio import GlobalNormalizer
 from seqtrain.data.sampler import BucketBatchSampler
 from seqtrain.recipes import char_lm, sentiment
 
@@ -54,7 +58,17 @@ def ddp_worker(rank: int, port: int, corpus: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
     torch.set_num_threads(1)
     with distributed.session("cpu"):
-        torch.save({name: ddp_gradients(name, corpus, rank) for name in RECIPES}, f"{out}.{rank}")
+        grads = {name: ddp_gradients(name, corpus, rank) for name in RECIPES}
+        normalizer, half = GlobalNormalizer(3), slice(rank * 2, rank * 2 + 2)
+        feats, frames = speech_features()
+        grads["utterances"] = torch.tensor(normalizer.update(feats[half], frames[half]))
+        grads["normalizer"] = normalizer.state_dict()
+        torch.save(grads, f"{out}.{rank}")
+
+
+def speech_features() -> tuple[torch.Tensor, torch.Tensor]:
+    """4 padded feature sequences of different lengths, the same in every process."""
+    return torch.randn(4, 7, 3, generator=torch.Generator().manual_seed(0)) * 3 + 1, torch.tensor([7, 2, 5, 3])
 
 
 def ddp_gradients(name: str, corpus: str, rank: int) -> dict[str, torch.Tensor]:
@@ -70,7 +84,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_one_ddp_step_has_the_gradients_of_one_process_on_the_global_batch(corpus, tmp_path):
+def test_one_ddp_step_has_the_gradients_and_feature_statistics_of_one_process_on_the_global_batch(corpus, tmp_path):
     out = str(tmp_path / "grads")
     mp.start_processes(ddp_worker, args=(free_port(), str(corpus), out), nprocs=2, start_method="spawn")
     for name in RECIPES:
@@ -81,6 +95,13 @@ def test_one_ddp_step_has_the_gradients_of_one_process_on_the_global_batch(corpu
             assert got.keys() == expected.keys()
             for key in expected:
                 torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-7, msg=f"{name} {key} rank {rank}")
+    whole = GlobalNormalizer(3)
+    assert whole.update(*speech_features()) == 4
+    for rank in range(2):  # each rank saw half the utterances, and holds the statistics of them all
+        got = torch.load(f"{out}.{rank}", weights_only=True)
+        assert got["utterances"] == 4
+        for key, value in whole.state_dict().items():
+            torch.testing.assert_close(got["normalizer"][key], value, msg=f"normalizer {key} rank {rank}")
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +172,29 @@ def test_rescaling_the_sampler_position_repeats_no_batch_and_skips_fewer_than_th
 
 def shard(lengths, rank, world):
     return list(BucketBatchSampler(lengths, 2, seed=3, rank=rank, world_size=world))
+
+
+def test_sigterm_to_a_two_process_run_saves_says_how_to_resume_and_the_resume_finishes(uneven, tmp_path):
+    run_dir = tmp_path / "run"
+    last = run_dir / "checkpoints" / "last.pt"
+    proc = subprocess.Popen([sys.executable, "-m", "seqtrain", "fit", *overrides(uneven, run_dir, "trainer.max_steps=100000", "trainer.devices=2")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + TIMEOUT
+    while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)  # to the launcher, as a scheduler would: torch.distributed.run passes it on
+    try:
+        _, err = proc.communicate(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"a SIGTERM'd 2-process run hung for {TIMEOUT}s")
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert f"resume with: seqtrain fit recipe=char_lm trainer.resume={run_dir}" in err
+    assert "terminate called" not in err and "Traceback" not in err
+    stopped_at = torch.load(last, weights_only=True)["trainer"]["step"]
+    assert stopped_at >= 5  # the first validation's checkpoint, or the one the signal asked for
+
+    resumed = seqtrain_subprocess("fit", "recipe=char_lm", f"trainer.resume={run_dir}", f"trainer.max_steps={stopped_at + 4}")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resumed from step {stopped_at}" in resumed.stderr
+    assert torch.load(last, weights_only=True)["trainer"]["step"] == stopped_at + 4

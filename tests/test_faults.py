@@ -18,7 +18,7 @@ from seqtrain.cli import app
 
 def test_random_kills_and_resumes_end_with_the_weights_of_an_uninterrupted_run(tmp_path):
     result = trials(tmp_path, corpus_file(tmp_path), steps=120, kills=3, seed=1, max_delay=0.3, hidden=64)
-    assert result["weights_equal"] and result["temp_files_left"] == 0
+    assert result["weights_equal"] and result["temp_files_left"] == 0 and result["log_equal"]
     assert result["kills"] >= 2
     for event in result["events"]:
         if event["signal"] == "SIGTERM" and event["step"] < 120:  # arrived while training

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
 from conftest import SHARED_DATA
@@ -131,6 +132,14 @@ def test_evaluate_reports_metrics_and_the_confusion_matrix(runs, tmp_path):
     other = write_tsv(tmp_path / "other.tsv", ["the film is very good", "the plot is very bad", "the cast is not good"], ["positive", "negative", "negative"])
     scored = json.loads(seqtrain("evaluate", run_dir, "data=tsv", f"data.valid={other}", "data.text_column=sentence").stdout)
     assert scored["examples"] == 3
+
+
+def test_every_validation_logs_its_confusion_matrix_as_a_tensorboard_image(runs):
+    run_dir, _, _ = runs
+    validated = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"valid"' in line]
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    assert [image.step for image in events.Images("confusion")] == validated
 
 
 def test_an_ensemble_averages_the_members_probabilities(runs):

@@ -18,6 +18,7 @@ import soundfile
 import torch
 from torch import nn
 
+from seqtrain import distributed
 from seqtrain.data.collate import lengths_to_mask
 from seqtrain.errors import ConfigError, DataError
 
@@ -239,13 +240,18 @@ class GlobalNormalizer(nn.Module):
         self.register_buffer("frozen", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
-    def update(self, feats: torch.Tensor, lengths: torch.Tensor) -> None:
+    def update(self, feats: torch.Tensor, lengths: torch.Tensor) -> int:
+        """Add a batch's frames; returns how many utterances that was. Under DDP every rank calls this on
+        its own batch and adds every rank's sums, so all ranks hold statistics of the global batch."""
         if self.frozen:
-            return
+            return 0
         count, total, squares = masked_moments(feats, lengths, dims=(0, 1))
-        self.count += count[0]
+        utterances = torch.tensor([len(lengths)], dtype=torch.float64, device=total.device)
+        count, total, squares, utterances = distributed.all_sum(count[0], total, squares, utterances)
+        self.count += count
         self.total += total
         self.squares += squares
+        return int(utterances.item())
 
     def freeze(self) -> None:
         self.frozen.fill_(True)

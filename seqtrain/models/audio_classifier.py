@@ -101,8 +101,7 @@ class AudioClassifier(nn.Module):
             raise DataError(f"an utterance of {int(lengths.min())} samples is shorter than one feature frame")
         if self.normalizer is not None:
             if self.training and not self.normalizer.frozen:
-                self.normalizer.update(feats, frames)
-                self.seen += len(frames)
+                self.seen += self.normalizer.update(feats, frames)
                 if self.seen >= self.freeze_after:
                     self.normalizer.freeze()
             if self.normalizer.count > 0:  # no statistics before the first training batch: features pass as they are
