@@ -1,5 +1,5 @@
-"""Scoring a model on a data set with a recipe's step: the sums of its additive statistics, summarized;
-across ranks in a distributed run."""
+"""Scoring a model on a data set with a recipe's step: the sums of its additive statistics, across
+ranks in a distributed run; the recipe's `summarize` turns them into metrics."""
 
 from __future__ import annotations
 
@@ -14,20 +14,6 @@ from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
 
 if TYPE_CHECKING:
     from seqtrain.trainer import SizedDataset, Stats, Task
-
-
-@torch.no_grad()
-def evaluate(
-    task: Task,
-    model: torch.nn.Module,
-    dataset: SizedDataset,
-    batching: BatchingConfig,
-    device: torch.device,
-    autocast: torch.autocast | None = None,
-    max_batches: int | None = None,
-) -> dict[str, float]:
-    """The recipe's metrics on a data set: its summed statistics (see `score`), summarized."""
-    return task.summarize(score(task, model, dataset, batching, device, autocast, max_batches))
 
 
 @torch.no_grad()

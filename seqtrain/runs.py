@@ -132,7 +132,7 @@ def evaluate(run_dirs: list[Path], overrides: list[str]) -> dict[str, Any]:
         only_one(run_dirs, cfg.recipe)
         prepared = module.prepare(cfg.data, state["vocab"], (cfg.split,))
         task = trainer.Task(model.to(device), module.step, module.summarize, prepared.collate)
-        return trainer.evaluate(task, task.model, prepared.splits[cfg.split], cfg.data, device)
+        return module.summarize(trainer.score(task, task.model, prepared.splits[cfg.split], cfg.data, device))
     names = shared_classes(run_dirs, members)
     reports, total = [], 0
     for run_dir, (_, model, state) in zip(run_dirs, members):

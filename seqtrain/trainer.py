@@ -20,13 +20,13 @@ from seqtrain import __version__, checkpoint, distributed
 from seqtrain.data.collate import to_device
 from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
 from seqtrain.errors import ConfigError, Interrupted, TrainingError
-from seqtrain.evaluation import evaluate, score
+from seqtrain.evaluation import score
 from seqtrain.monitor import Monitor, format_metrics
 from seqtrain.optim import OptimConfig, SchedConfig, Schedule, build_optimizer, l1_penalty
 from seqtrain.resume import rng_state, seed_everything, set_rng_state, stop_requests
 from seqtrain.trainer_config import EarlyStoppingConfig, TrainerConfig
 
-__all__ = ["EarlyStoppingConfig", "Task", "TrainerConfig", "TrainState", "evaluate", "fit", "preflight", "seed_everything"]
+__all__ = ["EarlyStoppingConfig", "Task", "TrainerConfig", "TrainState", "fit", "preflight", "score", "seed_everything"]
 
 Stats = dict[str, torch.Tensor]
 
@@ -89,7 +89,7 @@ def preflight(task: Task, train_set: SizedDataset, valid_set: SizedDataset, cfg:
     if len(sampler) == 0:
         raise ConfigError(f"the training split has fewer batches than ranks ({world.size}); each needs one")
     device = next(task.model.parameters()).device
-    reported = evaluate(task, task.model, valid_set, batching, device, max_batches=world.size)
+    reported = task.summarize(score(task, task.model, valid_set, batching, device, max_batches=world.size))
     if cfg.early_stopping.monitor not in reported:
         raise ConfigError(
             f"trainer.early_stopping.monitor={cfg.early_stopping.monitor!r} is not a metric; valid: {', '.join(reported)}"
@@ -224,8 +224,9 @@ def fit(
                 # 4a. Forward and backward on one micro-batch; DDP syncs gradients on the last one only.
                 batch = to_device(batch, device)
                 last_micro = micro + 1 == cfg.grad_accum or state.batch_in_epoch + 1 == epoch_batches
-                with autocast, nullcontext() if last_micro or world.size == 1 else forward_model.no_sync():
-                    loss, stats = task.step(forward_model, batch)
+                with nullcontext() if last_micro or world.size == 1 else forward_model.no_sync():
+                    with autocast:  # the forward only: backward runs in the dtypes autocast chose
+                        loss, stats = task.step(forward_model, batch)
                     if distributed.any_rank(not torch.isfinite(loss))[0]:
                         raise TrainingError(
                             f"loss became {loss.item()} at step {state.step + 1} (lr {current_lr(optimizer):.3g}); "
