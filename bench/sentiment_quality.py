@@ -61,6 +61,7 @@ def main() -> None:
     p.add_argument("--min-freq", type=int, default=1)
     p.add_argument("--init", default="xavier", help="model.init: default, xavier, kaiming")
     p.add_argument("--recurrent-init", default="orthogonal", help="model.recurrent_init: default, orthogonal, xavier")
+    p.add_argument("--ema-decay", type=float, default=None, help="trainer.ema_decay: score a moving average of the weights")
     p.add_argument("--seed", type=int, default=1234, help="the first member's seed; member k has seed + k")
     p.add_argument("--validations", type=int, default=20)
     p.add_argument("--max-rows", type=int, default=None, help="smoke tests: read only this many rows of each split")
@@ -88,7 +89,7 @@ def main() -> None:
             "sched=cosine", "sched.warmup_steps=200", "sched.min_lr_ratio=0.02",
             "trainer.max_epochs=null", f"trainer.max_steps={max_steps}", f"trainer.max_time={budget}",
             f"trainer.val_every_steps={max(1, max_steps // args.validations)}", "trainer.early_stopping.patience=null",
-            "trainer.log_every_steps=100", f"trainer.seed={args.seed + member}", f"run_dir={base / str(member)}",
+            "trainer.log_every_steps=100", f"trainer.ema_decay={'null' if args.ema_decay is None else args.ema_decay}", f"trainer.seed={args.seed + member}", f"run_dir={base / str(member)}",
         ])
         run_dir, _ = runs.fit(cfg, Console(file=io.StringIO()))
         members.append((run_dir, final_probabilities(run_dir, cfg)))

@@ -15,6 +15,7 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 
 import torch
 from rich.console import Console
+from torch.optim import swa_utils
 
 from seqtrain import __version__, checkpoint, distributed
 from seqtrain.data.collate import to_device
@@ -131,6 +132,13 @@ def fit(
     forward_model = distributed.wrap(model, device)
     forward_model = torch.compile(forward_model) if cfg.compile else forward_model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    # With trainer.ema_decay, an exponential moving average of the weights is what gets validated, kept
+    # and used: it smooths the last updates' noise, which on small data sets moves the score from one
+    # validation to the next. The raw weights go on training and are saved only for resume.
+    averaged = None
+    if cfg.ema_decay is not None:
+        averaged = swa_utils.AveragedModel(model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    evaluated = model if averaged is None else averaged.module
 
     # 2. Batches, optimiser, schedule. The loader gets its own generator so that making a new iterator
     #    (at each epoch, or at a resume) never draws from the global RNG that dropout uses.
@@ -155,7 +163,10 @@ def fit(
     if cfg.resume:
         saved = checkpoint.load(checkpoint.find(Path(cfg.resume), prefer="last"), recipe=meta["recipe"])
         checkpoint.check_architecture(saved["config"]["model"], meta["config"]["model"])
-        model.load_state_dict(saved["model"])
+        model.load_state_dict(saved.get("training_model", saved["model"]))
+        if averaged is not None and "training_model" in saved:
+            averaged.module.load_state_dict(saved["model"])
+            averaged.n_averaged.fill_(saved["ema_updates"])
         optimizer.load_state_dict(saved["optimizer"])
         schedule.load_state_dict(saved["schedule"])
         state = TrainState(**saved["trainer"])
@@ -174,7 +185,8 @@ def fit(
             checkpoint.save(
                 {
                     **meta, "seqtrain_version": __version__, "metrics": metrics,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    "model": evaluated.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+                    **({"training_model": model.state_dict(), "ema_updates": int(averaged.n_averaged)} if averaged else {}),
                     "trainer": asdict(state), "rng": rng[0], **({"rng_ranks": rng} if world.size > 1 else {}),
                 },
                 ckpt_dir / name,
@@ -182,12 +194,12 @@ def fit(
 
     def validate() -> dict[str, float]:
         """Validate, log, step NewBob, keep the best checkpoint, count validations without improvement."""
-        stats = score(task, model, valid_set, batching, device, autocast, cfg.val_max_batches)
+        stats = score(task, evaluated, valid_set, batching, device, autocast, cfg.val_max_batches)
         metrics = task.summarize(stats)
         monitor.scalars("valid", metrics, state.step, state.epoch)
         monitor.message(f"validation at step {state.step}: {format_metrics(metrics)}")
         if task.log_samples is not None and world.main:
-            task.log_samples(model, monitor.writer, state.step, stats)
+            task.log_samples(evaluated, monitor.writer, state.step, stats)
         stop = cfg.early_stopping
         value = metrics[stop.monitor]
         schedule.validated(value)
@@ -259,6 +271,8 @@ def fit(
                     monitor.histograms(model, state.step)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
+                if averaged is not None:
+                    averaged.update_parameters(model)
                 schedule.step()
                 micro = 0
                 now = time.perf_counter()
