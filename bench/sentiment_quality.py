@@ -48,6 +48,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--root", default=str(SST2), help="folder with SST-2's train.tsv and dev.tsv")
     p.add_argument("--minutes", type=float, default=20)
+    p.add_argument("--cell", default="lstm", help="model.cell: lstm, gru, rnn_tanh, rnn_relu")
     p.add_argument("--embedding", type=int, default=300)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=2)
@@ -70,7 +71,7 @@ def main() -> None:
     args = p.parse_args()
 
     model = [
-        f"model.embedding_dim={args.embedding}", f"model.hidden_size={args.hidden}", f"model.num_layers={args.layers}",
+        f"model.cell={args.cell}", f"model.embedding_dim={args.embedding}", f"model.hidden_size={args.hidden}", f"model.num_layers={args.layers}",
         "model.bidirectional=true", f"model.pooling={args.pooling}", f"model.dropout={args.dropout}",
         f"model.embedding_dropout={args.word_dropout}", f"model.label_smoothing={args.label_smoothing}",
         f"model.init={args.init}", f"model.recurrent_init={args.recurrent_init}",
@@ -108,7 +109,7 @@ def main() -> None:
         "steps_per_member": max_steps, "epochs_completed": valid[-1]["epoch"],
         "padding_efficiency": round(epochs[-1]["padding_efficiency"], 4) if epochs else None,
         "tokens_per_s": round(sum(r["tokens_per_s"] for r in train) / max(1, len(train))),
-        "model": f"word vocab (min_freq {args.min_freq}), emb {args.embedding}, {args.layers}x{args.hidden} biLSTM, "
+        "model": f"word vocab (min_freq {args.min_freq}), emb {args.embedding}, {args.layers}x{args.hidden} bi{args.cell.upper()}, "
                  f"{args.pooling} pooling, dropout {args.dropout}, word dropout {args.word_dropout}, "
                  f"init {args.init}/{args.recurrent_init}",
         "schedule": f"adamw lr {args.lr} wd {args.weight_decay}, label smoothing {args.label_smoothing}, batch {args.batch}, "

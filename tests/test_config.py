@@ -22,6 +22,7 @@ def test_compose_types_every_section():
         ("data=text", "data=text needs data.path=FILE"),
         ("optim.lr==", "cannot parse override"),
         ("trainer.max_time=null", "set a budget"),
+        ("trainer.ema_decay=1.5", "trainer.ema_decay must be between 0 and 1"),
     ],
 )
 def test_bad_overrides_are_one_line_config_errors(override, message):

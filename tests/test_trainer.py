@@ -6,6 +6,7 @@ import signal
 import pytest
 import torch
 from rich.console import Console
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conftest import tiny_overrides
 from seqtrain import checkpoint, config, runs, trainer
@@ -71,6 +72,31 @@ def test_gradient_accumulation_equals_the_larger_batch(tmp_path):
     assert torch.allclose(big.weight, accumulated.weight, atol=1e-6)
 
 
+def test_ema_validates_and_keeps_the_moving_average_and_saves_the_raw_weights_for_resume(tmp_path):
+    raw_after_each_step = []
+    task = regression_task()
+    record = register_optimizer_step_post_hook(
+        lambda *_: raw_after_each_step.append(torch.cat([p.detach().clone().flatten() for p in task.model.parameters()]))
+    )
+    try:
+        _, metrics = fit_regression(tmp_path, task=task, shuffle=False, ema_decay=0.8)
+    finally:
+        record.remove()
+    expected = raw_after_each_step[0]
+    for raw in raw_after_each_step[1:]:
+        expected = 0.8 * expected + 0.2 * raw
+    saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
+    averaged = torch.cat([saved["model"]["weight"].flatten(), saved["model"]["bias"]])
+    raw = torch.cat([saved["training_model"]["weight"].flatten(), saved["training_model"]["bias"]])
+    assert torch.allclose(averaged, expected, atol=1e-6) and not torch.allclose(averaged, raw, atol=1e-3)
+    assert torch.equal(raw, raw_after_each_step[-1]) and saved["ema_updates"] == 40
+    check = torch.nn.Linear(3, 1)
+    check.load_state_dict(saved["model"])
+    x, y = Regression(32, 2).x, Regression(32, 2).y
+    with torch.no_grad():
+        assert metrics["loss"] == pytest.approx(float(((check(x).mean(1).squeeze(-1) - y) ** 2).mean()), rel=1e-5)
+
+
 def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
     metrics_seen = iter([9.9, 3.0, 2.0, 2.5, 2.4, 2.6, 1.0, 1.0])  # the first answers the start-up metric check
     task = regression_task(summarize=lambda totals: {"loss": next(metrics_seen)})
@@ -108,10 +134,11 @@ def fit_char_lm(corpus, *extra):
     return runs.fit(config.for_fit("char_lm", tiny_overrides(corpus, *extra)), Console(file=io.StringIO()))
 
 
-@pytest.mark.parametrize("stop_at", [13, 75])  # mid-epoch, and in the second epoch (70 batches per epoch)
-def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_same_weights(corpus, tmp_path, monkeypatch, stop_at):
+# mid-epoch, and in the second epoch (70 batches per epoch) with a moving average of the weights
+@pytest.mark.parametrize("stop_at, ema", [(13, []), (75, ["trainer.ema_decay=0.9"])])
+def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_same_weights(corpus, tmp_path, monkeypatch, stop_at, ema):
     common = ["model.dropout=0.2", "sched=cosine", "sched.warmup_steps=5", "trainer.max_steps=90",
-              "trainer.val_every_steps=30"]
+              "trainer.val_every_steps=30", *ema]
     fit_char_lm(corpus, *common, f"run_dir={tmp_path / 'whole'}")
 
     real_step, calls = char_lm.step, {"n": 0}
@@ -132,8 +159,9 @@ def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_same_weights(corpus,
     whole = checkpoint.load(tmp_path / "whole" / "checkpoints" / "last.pt")
     resumed = checkpoint.load(tmp_path / "stopped" / "checkpoints" / "last.pt")
     assert resumed["trainer"]["step"] == whole["trainer"]["step"] == 90
-    tensors = {k: v for k, v in whole["model"].items() if torch.is_tensor(v)}
-    assert tensors and all(torch.equal(v, resumed["model"][k]) for k, v in tensors.items())
+    for weights in ("model", "training_model") if ema else ("model",):
+        tensors = {k: v for k, v in whole[weights].items() if torch.is_tensor(v)}
+        assert tensors and all(torch.equal(v, resumed[weights][k]) for k, v in tensors.items())
 
 
 @pytest.mark.parametrize(
