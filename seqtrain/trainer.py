@@ -193,7 +193,10 @@ def fit(
             )
 
     def validate() -> dict[str, float]:
-        """Validate, log, step NewBob, keep the best checkpoint, count validations without improvement."""
+        """Validate, log, step NewBob, keep the best checkpoint, count validations without improvement.
+        Its time is left out of the current log window, whose tokens/s counts training only."""
+        nonlocal window_start
+        started = time.perf_counter()
         stats = score(task, evaluated, valid_set, batching, device, autocast, cfg.val_max_batches)
         metrics = task.summarize(stats)
         monitor.scalars("valid", metrics, state.step, state.epoch)
@@ -210,6 +213,7 @@ def fit(
         else:
             state.bad_validations += 1
         save("last.pt", metrics)
+        window_start += time.perf_counter() - started
         return metrics
 
     def stopping(reason: str | None) -> tuple[str | None, bool]:
@@ -295,7 +299,6 @@ def fit(
                 # 4d. Validate and checkpoint on schedule; stop on a budget, early stopping or a signal.
                 if cfg.val_every_steps and state.step % cfg.val_every_steps == 0:
                     metrics = validate()
-                    window_start = time.perf_counter()
                 elif cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                     save("last.pt", metrics)
                 stop_reason, signalled = stopping(budget_spent(cfg, state, "step") or patience_spent(cfg, state))

@@ -2,6 +2,7 @@ import io
 import json
 import os
 import signal
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -95,6 +96,23 @@ def test_ema_validates_and_keeps_the_moving_average_and_saves_the_raw_weights_fo
     x, y = Regression(32, 2).x, Regression(32, 2).y
     with torch.no_grad():
         assert metrics["loss"] == pytest.approx(float(((check(x).mean(1).squeeze(-1) - y) ** 2).mean()), rel=1e-5)
+
+
+def test_tokens_per_s_counts_training_time_only(tmp_path, monkeypatch):
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    task = regression_task()
+    real_step, real_collate = task.step, task.collate
+
+    def timed_step(model, batch):
+        clock["now"] += 1.0 if model.training else 50.0  # a training step takes 1 s, a validation batch 50 s
+        return real_step(model, batch)
+
+    task.step = timed_step
+    task.collate = lambda items: {**real_collate(items), "num_tokens": 5 * len(items)}
+    fit_regression(tmp_path, task=task, log_every_steps=5, val_every_steps=7)  # windows and validations interleave
+    rates = [r["tokens_per_s"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["split"] == "train"]
+    assert rates == [40.0] * 8  # 8 examples of 5 tokens per 1-second step, whatever validation took
 
 
 def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
