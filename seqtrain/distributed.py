@@ -20,6 +20,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from seqtrain.errors import Interrupted
+
 Stats = dict[str, torch.Tensor]
 
 
@@ -85,6 +87,8 @@ def session(device: str) -> Iterator[World]:
         dist.barrier()  # no rank tears its connections down while another still talks
     except BaseException as e:
         release_frames(e)
+        if isinstance(e, Interrupted):  # every rank stops at the same step: wait until rank 0's checkpoint is written
+            dist.barrier()
         raise
     finally:
         # DDP's reducer holds the group: free it while the interpreter is whole, or gloo's threads meet
