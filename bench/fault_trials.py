@@ -1,8 +1,9 @@
 """Kill a training run at random moments with SIGKILL and SIGTERM, resume it after every kill, and check
 that nothing is lost: every resume succeeds, every checkpoint on disk loads at every moment, SIGTERM
 exits 130 saying how to resume, and the final weights equal (bit for bit, CPU) those of a run that was
-never interrupted, as do the steps and validation losses in metrics.jsonl. Checkpoints are written every step, so some kills land in the middle of a write
-(seen as a temporary file left beside the checkpoints).
+never interrupted, as do the steps and validation losses in metrics.jsonl. Checkpoints are written
+every step, so some kills land in the middle of a write (seen as a temporary file left beside the
+checkpoints).
 
     python bench/fault_trials.py --kills 12 --steps 400
 

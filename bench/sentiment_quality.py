@@ -84,7 +84,7 @@ def main() -> None:
     rate = steps_per_second(model_cfg, 15000, args.batch)
     max_steps = max(10, int(rate * budget * 0.9))  # validation and logging take a few percent
     base = Path(args.run_dir or tempfile.mkdtemp(prefix="sentiment_quality-"))
-    members = []
+    run_dirs, averaged, raw = [], [], []  # per member: run dir, dev probabilities of averaged and raw weights
     for member in range(args.members):
         cfg = compose("sentiment", [
             *model, "data=sst2", f"data.root={args.root}", f"data.batch_size={args.batch}", f"data.min_freq={args.min_freq}",
@@ -96,13 +96,15 @@ def main() -> None:
             "trainer.log_every_steps=100", f"trainer.ema_decay={args.ema_decay or 'null'}", f"trainer.seed={args.seed + member}", f"run_dir={base / str(member)}",
         ])
         run_dir, _ = runs.fit(cfg, Console(file=io.StringIO()))
-        members.append((run_dir, *final_probabilities(run_dir, cfg)))
-    names = sentiment.classes(json.loads((members[0][0] / "vocab.json").read_text()))
-    labels = members[0][3]
-    reports = [runs.classifier_report(averaged, labels, names) for _, averaged, _, _ in members]
-    ensemble = runs.classifier_report(sum(m[1] for m in members) / len(members), labels, names)
-    raw_ensemble = runs.classifier_report(sum(m[2] for m in members) / len(members), labels, names)
-    records = [json.loads(line) for run_dir, *_ in members for line in open(run_dir / "metrics.jsonl")]
+        member_averaged, member_raw, labels = final_probabilities(run_dir, cfg)
+        run_dirs.append(run_dir)
+        averaged.append(member_averaged)
+        raw.append(member_raw)
+    names = sentiment.classes(json.loads((run_dirs[0] / "vocab.json").read_text()))
+    reports = [runs.classifier_report(probabilities, labels, names) for probabilities in averaged]
+    ensemble = runs.classifier_report(sum(averaged) / len(averaged), labels, names)
+    raw_ensemble = runs.classifier_report(sum(raw) / len(raw), labels, names)
+    records = [json.loads(line) for run_dir in run_dirs for line in open(run_dir / "metrics.jsonl")]
     valid = [r for r in records if r["split"] == "valid"]
     train = [r for r in records if r["split"] == "train"]
     epochs = [r for r in records if r["split"] == "epoch"]
