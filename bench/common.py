@@ -10,6 +10,8 @@ from typing import Callable
 import torch
 from rich.console import Console
 
+from seqtrain.optim import OptimConfig, build_optimizer
+
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
 
@@ -23,16 +25,18 @@ def char_lm_data(path: str | None) -> list[str]:
     return ["data=text", f"data.path={path}"] if path else ["data=stdlib"]
 
 
-def steps_per_second(step: Callable, model: torch.nn.Module, batch: dict) -> float:
-    """Training steps/s of a recipe's `step` on one fixed batch (3 warm-up steps, then 5 timed): the
-    quality benchmarks size their LR schedules to the time budget with it."""
-    optimizer = torch.optim.AdamW(model.parameters())
+def steps_per_second(step: Callable, model: torch.nn.Module, batch: dict | list[dict]) -> float:
+    """Training steps/s of a recipe's `step` on one fixed batch, or on real batches in turn when their
+    lengths vary (3 warm-up steps, then the rest timed; 5 for one batch): the quality benchmarks size
+    their LR schedules to the time budget with it."""
+    batches = batch if isinstance(batch, list) else [batch] * 8
+    optimizer = build_optimizer(list(model.parameters()), OptimConfig(name="adamw"))  # as the runs build theirs
     model.train()
-    for i in range(8):
+    for i, each in enumerate(batches):
         if i == 3:
             start = time.perf_counter()
-        loss, _ = step(model, batch)
+        loss, _ = step(model, each)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    return 5 / (time.perf_counter() - start)
+    return (len(batches) - 3) / (time.perf_counter() - start)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -33,18 +34,19 @@ from rich.console import Console
 from bench import common
 from seqtrain import runs
 from seqtrain.config import compose
+from seqtrain.data.sampler import BucketBatchSampler
 from seqtrain.recipes import sentiment
 
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
-MEAN_TOKENS = 10  # SST-2 training phrases average about 9.4 word tokens
-
-
-def steps_per_second(model_cfg: sentiment.ModelConfig, vocab_size: int, batch: int) -> float:
-    """Training steps/s of the recipe's model on batches of typical SST-2 lengths (packed, as in training)."""
-    vocab = {"tokenizer": {"kind": "word", "symbols": [f"w{i}" for i in range(vocab_size)]}, "classes": ["0", "1"], "class_counts": [1, 1]}
-    lengths = torch.randint(MEAN_TOKENS - 2, MEAN_TOKENS + 3, (batch,))  # what a bucketed batch looks like
-    data = {"tokens": torch.randint(4, vocab_size, (batch, int(lengths.max()))), "lengths": lengths, "labels": torch.randint(2, (batch,))}
-    return common.steps_per_second(sentiment.step, sentiment.build_model(model_cfg, vocab), data)
+def steps_per_second(cfg, timed: int = 40) -> float:
+    """Training steps/s of the recipe's model on real training batches as the length-bucketing sampler
+    draws them (SST-2's lengths are skewed: most rows are short phrases, a few are long sentences), with
+    the vocabulary the run learns."""
+    prepared = sentiment.prepare(cfg.data, None, ("train",))
+    train = prepared.splits["train"]
+    sampler = BucketBatchSampler(train.lengths, cfg.data.batch_size, seed=cfg.trainer.seed)
+    batches = [prepared.collate([train[i] for i in indices]) for indices in itertools.islice(sampler, timed + 3)]
+    return common.steps_per_second(sentiment.step, sentiment.build_model(cfg.model, prepared.vocab), batches)
 
 
 def main() -> None:
@@ -63,6 +65,9 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--weight-decay", type=float, default=0.01)
     p.add_argument("--min-freq", type=int, default=1)
+    p.add_argument("--tokenizer", default="word", help="data.tokenizer: word, sentencepiece, char")
+    p.add_argument("--vocab-size", type=int, default=8000, help="data.vocab_size (sentencepiece)")
+    p.add_argument("--subword-buckets", type=int, default=0, help="data.subword_buckets: hashed character n-gram vectors added to each word (0 = off)")
     p.add_argument("--init", default="xavier", help="model.init: default, xavier, kaiming")
     p.add_argument("--recurrent-init", default="orthogonal", help="model.recurrent_init: default, orthogonal, xavier")
     p.add_argument("--ema-decay", type=float, default=0.999, help="trainer.ema_decay (0 = off): a moving average of the weights is what is scored")
@@ -79,16 +84,18 @@ def main() -> None:
         f"model.embedding_dropout={args.word_dropout}", f"model.label_smoothing={args.label_smoothing}",
         f"model.init={args.init}", f"model.recurrent_init={args.recurrent_init}",
     ]
+    shared = [
+        *model, "data=sst2", f"data.root={args.root}", f"data.batch_size={args.batch}", f"data.min_freq={args.min_freq}",
+        f"data.tokenizer={args.tokenizer}", f"data.vocab_size={args.vocab_size}", f"data.subword_buckets={args.subword_buckets}", f"data.max_rows={'null' if args.max_rows is None else args.max_rows}",
+    ]
     budget = args.minutes * 60 / args.members
-    model_cfg = compose("sentiment", model).model
-    rate = steps_per_second(model_cfg, 15000, args.batch)
+    rate = steps_per_second(compose("sentiment", shared))
     max_steps = max(10, int(rate * budget * 0.9))  # validation and logging take a few percent
     base = Path(args.run_dir or tempfile.mkdtemp(prefix="sentiment_quality-"))
     run_dirs, averaged, raw = [], [], []  # per member: run dir, dev probabilities of averaged and raw weights
     for member in range(args.members):
         cfg = compose("sentiment", [
-            *model, "data=sst2", f"data.root={args.root}", f"data.batch_size={args.batch}", f"data.min_freq={args.min_freq}",
-            f"data.max_rows={'null' if args.max_rows is None else args.max_rows}",
+            *shared,
             "optim=adamw", f"optim.lr={args.lr}", f"optim.weight_decay={args.weight_decay}",
             "sched=cosine", "sched.warmup_steps=200", "sched.min_lr_ratio=0.02",
             "trainer.max_epochs=null", f"trainer.max_steps={max_steps}", f"trainer.max_time={budget}",
@@ -116,7 +123,7 @@ def main() -> None:
         "steps_per_member": max_steps, "epochs_completed": valid[-1]["epoch"],
         "padding_efficiency": round(epochs[-1]["padding_efficiency"], 4) if epochs else None,
         "tokens_per_s": round(sum(r["tokens_per_s"] for r in train) / max(1, len(train))),
-        "model": f"word vocab (min_freq {args.min_freq}), emb {args.embedding}, {args.layers}x{args.hidden} bi{args.cell.upper()}, "
+        "model": f"{args.tokenizer} vocab ({f'min_freq {args.min_freq}' if args.tokenizer != 'sentencepiece' else f'{args.vocab_size} pieces'}), emb {args.embedding}, {args.layers}x{args.hidden} bi{args.cell.upper()}, "
                  f"{args.pooling} pooling, dropout {args.dropout}, word dropout {args.word_dropout}, "
                  f"init {args.init}/{args.recurrent_init}, weight EMA {args.ema_decay or 'off'}",
         "schedule": f"adamw lr {args.lr} wd {args.weight_decay}, label smoothing {args.label_smoothing}, batch {args.batch}, "

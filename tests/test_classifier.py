@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from seqtrain.data.collate import lengths_to_mask, pad
+from seqtrain.data.subwords import ngram_buckets, pad_buckets
 from seqtrain.models.classifier import POOLINGS, SequenceClassifier
 from seqtrain.models.rnn import CELLS
 
@@ -69,3 +70,27 @@ def test_embedding_dropout_drops_whole_token_vectors_only_in_training():
 def test_an_unknown_pooling_names_the_valid_ones():
     with pytest.raises(ValueError, match="last, mean, max, attention"):
         SequenceClassifier(VOCAB, CLASSES, pooling="sum")
+
+
+def test_subword_vectors_keep_padding_invisible_and_survive_word_dropout():
+    torch.manual_seed(0)
+    model = SequenceClassifier(VOCAB, CLASSES, embedding_dim=8, hidden_size=6, embedding_dropout=0.5, dropout=0.0, subword_buckets=40)
+    words = [["a", "fine", "film"], ["dull"], ["not", "bad", "at", "all"]]
+    seqs = [torch.randint(1, VOCAB, (len(w),)) for w in words]
+    subwords = [ngram_buckets(w, 40) for w in words]
+    tokens, lengths = pad(seqs)
+    batch_subwords = pad_buckets(subwords)  # (B, T, K)
+    with torch.no_grad():
+        batched = model.eval()(tokens, lengths, batch_subwords)
+        for i in range(len(words)):
+            alone = model(seqs[i][None], lengths[i : i + 1], subwords[i][None])
+            torch.testing.assert_close(batched[i], alone[0], atol=1e-5, rtol=0)
+    seen = []
+    model.rnn.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
+    model.train()(tokens, lengths, batch_subwords)
+    spelling = model.subwords(batch_subwords.flatten(0, 1)).view(*tokens.shape, -1)  # (B, T, E)
+    ratio = (seen[-1] - spelling) / model.embedding(tokens)  # 0 where the word was dropped, 1 / (1 - p) = 2 where kept
+    real = lengths_to_mask(lengths)
+    assert set(ratio[real].round(decimals=4).unique().tolist()) == {0.0, 2.0}
+    dropped = (ratio[..., 0].round(decimals=4) == 0) & real
+    assert (seen[-1][dropped].abs().sum(-1) > 0).all()  # the word goes, its spelling stays

@@ -115,7 +115,7 @@ def test_config_prints_the_composed_yaml():
 def test_the_installed_command_reports_errors_with_exit_codes():
     result = subprocess.run([sys.executable, "-m", "seqtrain", "fit", "recipe=char_lm", "optim.lrr=1"], capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.strip() == (
-        "error: unknown key optim.lrr; valid keys there: name, lr, weight_decay, l1, momentum, nesterov, betas, alpha, eps"
+        "error: unknown key optim.lrr; valid keys there: name, lr, weight_decay, l1, momentum, nesterov, betas, alpha, eps, fused"
     )
     listed = subprocess.run([sys.executable, "-m", "seqtrain", "recipes"], capture_output=True, text=True)
     assert listed.returncode == 0 and listed.stdout.startswith("char_lm")

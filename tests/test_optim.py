@@ -31,6 +31,25 @@ def test_every_optimizer_reduces_a_quadratic(name):
     assert (w**2).sum() < 13.0 * 0.5
 
 
+@pytest.mark.parametrize("name", [n for n in OPTIMIZERS if n != "rmsprop"])
+def test_fused_updates_match_the_standard_implementation(name):
+    """The fused kernels are the default for speed; they must compute the same steps."""
+    torch.manual_seed(0)
+    start, target = torch.randn(8, 5), torch.randn(8, 5)
+    trained = []
+    for fused in (True, False):
+        w = torch.nn.Parameter(start.clone())
+        opt = build_optimizer([w], OptimConfig(name=name, lr=0.05, weight_decay=0.1, momentum=0.9 if name == "sgd" else 0.0, fused=fused))
+        assert opt.defaults["fused"] is (True if fused else None)
+        for _ in range(20):
+            ((w - target) ** 2).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        trained.append(w.detach())
+    torch.testing.assert_close(trained[0], trained[1], atol=1e-5, rtol=1e-5)
+    assert not torch.equal(trained[0], start)
+
+
 def test_weight_decay_skips_biases():
     weight, bias = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.ones(2))
     opt = build_optimizer([weight, bias], OptimConfig(name="sgd", lr=0.1, weight_decay=0.5))

@@ -13,6 +13,8 @@ from seqtrain import checkpoint
 from seqtrain.cli import app
 from seqtrain.config import compose
 from seqtrain.data.synthetic_sentiment import make_splits
+from seqtrain.data.subwords import ngram_buckets
+from seqtrain.data.tokenizers import UNK_ID
 from seqtrain.recipes import sentiment
 
 runner = CliRunner()
@@ -197,3 +199,26 @@ def test_sst2_trains_samples_and_evaluates_from_the_real_files(tmp_path):
     report = json.loads(seqtrain("evaluate", run_dir).stdout)
     assert report["examples"] == 400 and set(report["classes"]) == {"0", "1"}
     assert json.loads(seqtrain("sample", run_dir, "--text", "a charming , moving film").stdout)["label"] in ("0", "1")
+
+
+def test_subwords_give_a_word_unseen_in_training_a_vector_from_its_spelling(tmp_path):
+    texts = ["a warm film", "a dull film", "warm and moving", "dull and flat"] * 8
+    train = write_tsv(tmp_path / "train.tsv", texts, ["pos", "neg", "pos", "neg"] * 8)
+    fit(tmp_path / "run", "data=tsv", f"data.train={train}", f"data.valid={train}", "data.text_column=sentence", "data.subword_buckets=4096", "trainer.max_steps=5")
+    state = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["vocab"]["subword_buckets"] == 4096
+    batch = sentiment.collate(list(sentiment.prepare_inputs(state["vocab"], ["warmly moving", "flatly dull"]).splits["inputs"]))
+    assert batch["tokens"][:, 0].tolist() == [UNK_ID, UNK_ID]  # unknown words, told apart by their n-grams
+    assert set(ngram_buckets(["warmly"], 4096)[0].tolist()) <= set(batch["subwords"][0, 0].tolist())
+    model = sentiment.build_model(sentiment.ModelConfig(**state["config"]["model"]), state["vocab"]).eval()
+    model.load_state_dict(state["model"])
+    first, second = model.embedding(batch["tokens"]) + model.subwords(batch["subwords"].flatten(0, 1)).view(2, 2, -1)
+    assert not torch.allclose(first[0], second[0])
+    result = seqtrain("sample", tmp_path / "run", "--text", "warmly moving")
+    assert result.exit_code == 0 and json.loads(result.stdout)["label"] in ("pos", "neg")
+
+
+def test_subwords_need_the_word_tokenizer(tmp_path):
+    result = seqtrain("fit", "recipe=sentiment", "data.tokenizer=sentencepiece", "data.subword_buckets=100", f"run_dir={tmp_path / 'run'}")
+    assert result.exit_code == 2 and "data.subword_buckets needs data.tokenizer=word" in result.output
+    assert not (tmp_path / "run").exists()

@@ -1,6 +1,6 @@
 """Many-to-one sequence classifier: read a whole sequence, predict one label.
 
-    tokens -> embedding (+ embedding dropout) -> stacked (bi)RNN/GRU/LSTM, packed -> pooling over time
+    tokens -> embedding (+ embedding dropout) (+ character n-gram embeddings) -> stacked (bi)RNN/GRU/LSTM, packed -> pooling over time
            -> dropout -> MLP -> class logits
 
 The recurrent stack packs padded batches and every pooling masks padded positions, so padding never
@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from seqtrain.data.collate import lengths_to_mask
+from seqtrain.data.subwords import PAD_BUCKET
 from seqtrain.models.rnn import RecurrentStack
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -51,10 +52,14 @@ class SequenceClassifier(nn.Module):
         mlp_hidden: int = 0,
         attention_size: int = 128,
         padding_idx: int = 0,
+        subword_buckets: int = 0,
     ):
         """`dropout` acts between recurrent layers and before each MLP layer; `embedding_dropout` zeroes
         whole token vectors (word dropout), so the model cannot lean on any single word. `mlp_hidden`
-        = 0 makes the head one linear layer."""
+        = 0 makes the head one linear layer. `subword_buckets` > 0 adds to each word's vector the mean of
+        its hashed character n-grams' vectors (seqtrain/data/subwords.py), which word dropout leaves in
+        place: the model learns to read a word it cannot identify from its spelling, as it must for a
+        word unseen in training."""
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
@@ -62,6 +67,7 @@ class SequenceClassifier(nn.Module):
         self.bidirectional = bidirectional
         self.embedding_dropout = embedding_dropout
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
+        self.subwords = nn.EmbeddingBag(subword_buckets, embedding_dim, mode="mean", padding_idx=PAD_BUCKET) if subword_buckets else None
         self.rnn = RecurrentStack(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout)
         size = self.rnn.output_size
         self.attention = AdditiveSelfAttention(size, attention_size) if pooling == "attention" else None
@@ -73,12 +79,14 @@ class SequenceClassifier(nn.Module):
         else:
             self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(size, num_classes))
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """(B, T) token ids, (B,) lengths -> (B, C) class logits."""
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T) token ids, (B,) lengths, (B, T, K) n-gram buckets if subword_buckets > 0 -> (B, C) class logits."""
         x = self.embedding(tokens)  # (B, T, E)
         if self.training and self.embedding_dropout > 0:
             keep = F.dropout(x.new_ones(x.shape[:2] + (1,)), self.embedding_dropout)  # (B, T, 1): 0 or 1/(1-p)
             x = x * keep
+        if self.subwords is not None:
+            x = x + self.subwords(subwords.flatten(0, 1)).view_as(x)  # an all-padding bag gives zeros
         states, _ = self.rnn(x, lengths)  # (B, T, H), zeros past each length
         return self.head(self.pool(states, lengths))  # (B, H) -> (B, C)
 

@@ -18,7 +18,7 @@ def initialize(model: nn.Module, scheme: str = "default", recurrent: str = "defa
     if scheme not in SCHEMES or recurrent not in RECURRENT_SCHEMES:
         raise ValueError(f"unknown init {scheme!r}/{recurrent!r}")
     for module in model.modules():
-        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding)) and scheme != "default":
+        if isinstance(module, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Embedding, nn.EmbeddingBag)) and scheme != "default":
             _init_matrix(module.weight, scheme)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from seqtrain.data.collate import batch_stats, pad, to_device
 from seqtrain.data.download import cache_dir
+from seqtrain.data.subwords import ngram_buckets, pad_buckets
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.synthetic_sentiment import make_splits
 from seqtrain.data.tables import Table, class_names, download_sst2, read_folders, read_sst2, read_table
@@ -94,6 +95,7 @@ class DataConfig(BatchingConfig):
     vocab_size: int = 8000  # sentencepiece
     sp_model_type: str = "unigram"  # sentencepiece: bpe or unigram
     max_len: Optional[int] = None  # keep only the first max_len tokens of a text
+    subword_buckets: int = 0  # word: > 0 also reads each word's character 3-5-grams, hashed into this many vectors
     cache_dir: Optional[str] = None  # default: $SEQTRAIN_CACHE or ~/.cache/seqtrain
 
     def __post_init__(self):
@@ -104,6 +106,8 @@ class DataConfig(BatchingConfig):
             raise ConfigError(f"data.tokenizer must be one of {', '.join(KINDS)}; data.sp_model_type one of {', '.join(SP_MODEL_TYPES)}")
         if not 0 < self.valid_fraction < 1:
             raise ConfigError("data.valid_fraction must be in (0, 1)")
+        if self.subword_buckets and (self.tokenizer != "word" or self.subword_buckets < 2):
+            raise ConfigError("data.subword_buckets needs data.tokenizer=word and at least 2 buckets (0 = off)")
 
 
 def read_splits(data: DataConfig, splits: tuple[str, ...]) -> dict[str, Table]:
@@ -135,33 +139,41 @@ def read_splits(data: DataConfig, splits: tuple[str, ...]) -> dict[str, Table]:
 
 
 class Encoded(torch.utils.data.Dataset):
-    """Token ids with class ids; `lengths` for bucketing, `labels` (N,) for ensembles (-1 = unlabelled)."""
+    """Token ids with class ids, and each token's (T, K) n-gram buckets when the run reads subwords;
+    `lengths` for bucketing, `labels` (N,) for ensembles (-1 = unlabelled)."""
 
-    def __init__(self, ids: list[list[int]], labels: list[int]):
+    def __init__(self, ids: list[list[int]], labels: list[int], subwords: list[torch.Tensor] | None = None):
         self.ids = [torch.tensor(x, dtype=torch.long) for x in ids]
         self.labels = torch.tensor(labels, dtype=torch.long)
         self.lengths = [len(x) for x in ids]
+        self.subwords = subwords
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return self.ids[i], int(self.labels[i])
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        return self.ids[i], int(self.labels[i]), None if self.subwords is None else self.subwords[i]
 
 
 def encode(vocab: dict, texts: list[str], labels: list[int], source: str, max_len: int | None = None) -> Encoded:
-    """Tokenize; a text with no tokens cannot be packed, so it is an error naming the example."""
+    """Tokenize; a text with no tokens cannot be packed, so it is an error naming the example. The
+    n-grams come from the words as written, so a word the vocabulary maps to <unk> keeps its spelling."""
     tokenizer = tokenizer_from_dict(vocab["tokenizer"])
     ids = [tokenizer.encode(text)[:max_len] for text in texts]
     empty = next((i for i, x in enumerate(ids) if not x), None)
     if empty is not None:
         raise DataError(f"{source}: example {empty + 1} ({texts[empty]!r}) has no tokens")
-    return Encoded(ids, labels)
+    buckets = vocab.get("subword_buckets", 0)
+    subwords = [ngram_buckets(tokenizer.split(text)[:max_len], buckets) for text in texts] if buckets else None
+    return Encoded(ids, labels, subwords)
 
 
-def collate(items: list[tuple[torch.Tensor, int]]) -> dict:
-    tokens, lengths = pad([ids for ids, _ in items], PAD_ID)  # (B, T), (B,)
-    return {"tokens": tokens, "lengths": lengths, "labels": torch.tensor([label for _, label in items]), **batch_stats(lengths)}
+def collate(items: list[tuple[torch.Tensor, int, torch.Tensor | None]]) -> dict:
+    tokens, lengths = pad([ids for ids, _, _ in items], PAD_ID)  # (B, T), (B,)
+    batch = {"tokens": tokens, "lengths": lengths, "labels": torch.tensor([label for _, label, _ in items]), **batch_stats(lengths)}
+    if items[0][2] is not None:
+        batch["subwords"] = pad_buckets([subwords for _, _, subwords in items])  # (B, T, K)
+    return batch
 
 
 def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
@@ -177,7 +189,7 @@ def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Pr
         tokenizer = build_tokenizer(train_texts, data.tokenizer, data.vocab_size, data.min_freq, data.max_vocab, data.sp_model_type)
         vocab = {
             "tokenizer": tokenizer.to_dict(), "classes": names,
-            "class_counts": [train_labels.count(name) for name in names],
+            "class_counts": [train_labels.count(name) for name in names], "subword_buckets": data.subword_buckets,
         }
     index = {name: i for i, name in enumerate(vocab["classes"])}
     datasets = {}
@@ -201,7 +213,7 @@ def build_model(model: ModelConfig, vocab: dict) -> SequenceClassifier:
     classifier = SequenceClassifier(
         len(tokenizer_from_dict(vocab["tokenizer"])), len(counts), model.embedding_dim, model.cell,
         model.hidden_size, model.num_layers, model.bidirectional, model.pooling, model.dropout,
-        model.embedding_dropout, model.mlp_hidden, model.attention_size, PAD_ID,
+        model.embedding_dropout, model.mlp_hidden, model.attention_size, PAD_ID, vocab.get("subword_buckets", 0),
     )
     initialize(classifier, model.init, model.recurrent_init)
     weights = counts.sum() / (len(counts) * counts.clamp(min=1)) if model.class_weights == "balanced" else torch.ones_like(counts)
@@ -211,7 +223,7 @@ def build_model(model: ModelConfig, vocab: dict) -> SequenceClassifier:
 
 
 def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    logits = model(batch["tokens"], batch["lengths"]).float()  # (B, T) -> (B, C)
+    logits = class_logits(model, batch)
     labels = batch["labels"]
     loss_sum = F.cross_entropy(
         logits, labels, weight=model.class_weights, label_smoothing=model.label_smoothing, reduction="sum"
@@ -228,9 +240,14 @@ def summarize(totals: dict[str, torch.Tensor]) -> dict[str, float]:
     return {"loss": float(totals["loss_sum"] / totals["examples"]), **classification_metrics(totals["confusion"])}
 
 
+def class_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
+    """(B, C), in float32 whatever the autocast dtype."""
+    return model(batch["tokens"], batch["lengths"], batch.get("subwords")).float()
+
+
 def predict(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """(B, C) class probabilities."""
-    return model(batch["tokens"], batch["lengths"]).float().softmax(dim=-1)
+    return class_logits(model, batch).softmax(dim=-1)
 
 
 @torch.no_grad()
