@@ -3,11 +3,13 @@
     python bench/sentiment_quality.py --root ../shared/data/sst2 --minutes 20
 
 Trains through seqtrain itself (the same code as `seqtrain fit recipe=sentiment data=sst2`): a word
-vocabulary from the training split, a 2-layer biLSTM with additive self-attention pooling, word dropout,
-Xavier input and orthogonal recurrent weights (forget-gate bias 1), AdamW, label smoothing, a cosine
-schedule, and a moving average of the weights (trainer.ema_decay) as the model that is scored. The
-schedule needs a length: a short calibration times training steps of this model on this machine and
-sizes max_steps to the budget; trainer.max_time stays a hard stop.
+vocabulary from the training split plus hashed character 3-5-gram vectors (data.subword_buckets, so
+the many dev words unseen in training are read from their spelling), a 2-layer biLSTM with additive
+self-attention pooling, word dropout, Xavier input and orthogonal recurrent weights (forget-gate bias
+1), AdamW, label smoothing, a cosine schedule, and a moving average of the weights (trainer.ema_decay)
+as the model that is scored. The
+schedule needs a length: a short calibration times training steps of this model on real bucketed
+batches on this machine and sizes max_steps to the budget; trainer.max_time stays a hard stop.
 
 The budget is split over `--members K` runs (default 5) with different seeds, and `accuracy` is that of
 their ensemble (class probabilities averaged, as `seqtrain evaluate RUN1 RUN2 ...` does): validation
@@ -67,7 +69,7 @@ def main() -> None:
     p.add_argument("--min-freq", type=int, default=1)
     p.add_argument("--tokenizer", default="word", help="data.tokenizer: word, sentencepiece, char")
     p.add_argument("--vocab-size", type=int, default=8000, help="data.vocab_size (sentencepiece)")
-    p.add_argument("--subword-buckets", type=int, default=0, help="data.subword_buckets: hashed character n-gram vectors added to each word (0 = off)")
+    p.add_argument("--subword-buckets", type=int, default=32768, help="data.subword_buckets: hashed character n-gram vectors added to each word (0 = off)")
     p.add_argument("--init", default="xavier", help="model.init: default, xavier, kaiming")
     p.add_argument("--recurrent-init", default="orthogonal", help="model.recurrent_init: default, orthogonal, xavier")
     p.add_argument("--ema-decay", type=float, default=0.999, help="trainer.ema_decay (0 = off): a moving average of the weights is what is scored")
@@ -123,7 +125,8 @@ def main() -> None:
         "steps_per_member": max_steps, "epochs_completed": valid[-1]["epoch"],
         "padding_efficiency": round(epochs[-1]["padding_efficiency"], 4) if epochs else None,
         "tokens_per_s": round(sum(r["tokens_per_s"] for r in train) / max(1, len(train))),
-        "model": f"{args.tokenizer} vocab ({f'min_freq {args.min_freq}' if args.tokenizer != 'sentencepiece' else f'{args.vocab_size} pieces'}), emb {args.embedding}, {args.layers}x{args.hidden} bi{args.cell.upper()}, "
+        "model": f"{args.tokenizer} vocab ({f'min_freq {args.min_freq}' if args.tokenizer != 'sentencepiece' else f'{args.vocab_size} pieces'}), "
+                 f"{args.subword_buckets or 'no'} character n-gram buckets, emb {args.embedding}, {args.layers}x{args.hidden} bi{args.cell.upper()}, "
                  f"{args.pooling} pooling, dropout {args.dropout}, word dropout {args.word_dropout}, "
                  f"init {args.init}/{args.recurrent_init}, weight EMA {args.ema_decay or 'off'}",
         "schedule": f"adamw lr {args.lr} wd {args.weight_decay}, label smoothing {args.label_smoothing}, batch {args.batch}, "
