@@ -1,7 +1,7 @@
 """Many-to-one sequence classifier: read a whole sequence, predict one label.
 
-    tokens -> embedding (+ embedding dropout) (+ character n-gram embeddings) -> stacked (bi)RNN/GRU/LSTM, packed -> pooling over time
-           -> dropout -> MLP -> class logits
+    tokens -> embedding (+ embedding dropout) (+ character n-gram embeddings)
+           -> stacked (bi)RNN/GRU/LSTM, packed -> pooling over time -> dropout -> MLP -> class logits
 
 The recurrent stack packs padded batches and every pooling masks padded positions, so padding never
 changes a prediction: an example scores the same alone or in a padded batch.
@@ -67,7 +67,9 @@ class SequenceClassifier(nn.Module):
         self.bidirectional = bidirectional
         self.embedding_dropout = embedding_dropout
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
-        self.subwords = nn.EmbeddingBag(subword_buckets, embedding_dim, mode="mean", padding_idx=PAD_BUCKET) if subword_buckets else None
+        self.subwords = (
+            nn.EmbeddingBag(subword_buckets, embedding_dim, mode="mean", padding_idx=PAD_BUCKET) if subword_buckets else None
+        )
         self.rnn = RecurrentStack(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout)
         size = self.rnn.output_size
         self.attention = AdditiveSelfAttention(size, attention_size) if pooling == "attention" else None

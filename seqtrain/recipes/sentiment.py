@@ -20,8 +20,8 @@ from torch.nn import functional as F
 
 from seqtrain.data.collate import batch_stats, pad, to_device
 from seqtrain.data.download import cache_dir
-from seqtrain.data.subwords import ngram_buckets, pad_buckets
 from seqtrain.data.sampler import BatchingConfig
+from seqtrain.data.subwords import ngram_buckets, pad_buckets
 from seqtrain.data.synthetic_sentiment import make_splits
 from seqtrain.data.tables import Table, class_names, download_sst2, read_folders, read_sst2, read_table
 from seqtrain.data.tokenizers import KINDS, PAD_ID, SP_MODEL_TYPES, build_tokenizer, tokenizer_from_dict
