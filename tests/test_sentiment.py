@@ -222,3 +222,13 @@ def test_subwords_need_the_word_tokenizer(tmp_path):
     result = seqtrain("fit", "recipe=sentiment", "data.tokenizer=sentencepiece", "data.subword_buckets=100", f"run_dir={tmp_path / 'run'}")
     assert result.exit_code == 2 and "data.subword_buckets needs data.tokenizer=word" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_subword_buckets_are_kept_once_per_distinct_word():
+    vocab = {"tokenizer": {"kind": "word", "symbols": ["good", "film"]}, "classes": ["0", "1"], "class_counts": [1, 1], "subword_buckets": 100}
+    encoded = sentiment.encode(vocab, ["good film", "good good unseenword"], [0, 1], "test")
+    assert encoded.ngrams.size(0) == 3  # good, film, unseenword
+    ids, _, ngrams = encoded[1]
+    expected = ngram_buckets(["good", "good", "unseenword"], 100)
+    assert ids.tolist() == [4, 4, UNK_ID] and torch.equal(ngrams[:, : expected.size(1)], expected)
+    assert (ngrams[:, expected.size(1) :] == 0).all()

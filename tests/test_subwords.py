@@ -40,3 +40,9 @@ def test_pad_buckets_pads_words_and_n_grams_with_zero():
     assert batch.shape == (2, 2, long.size(1))
     assert torch.equal(batch[1], long)
     assert torch.equal(batch[0, 0, :3], short[0]) and (batch[0, 0, 3:] == 0).all() and (batch[0, 1] == 0).all()
+
+
+def test_pad_buckets_keeps_only_the_columns_the_batch_needs():
+    table = ngram_buckets(["a", "extraordinarily"], 50)  # (2, K) with K set by the long word
+    batch = pad_buckets([table[torch.tensor([0, 0])]])  # a batch holding only "a a"
+    assert table.size(1) > 1 and batch.shape == (1, 2, 1)

@@ -28,7 +28,8 @@ def ngram_buckets(words: list[str], buckets: int) -> torch.Tensor:
 
 
 def pad_buckets(rows: list[torch.Tensor]) -> torch.Tensor:
-    """Examples' (T_i, K_i) bucket ids -> (B, T_max, K_max), padded with 0 on both axes."""
-    width = max(r.size(1) for r in rows)
-    widened = [torch.nn.functional.pad(r, (0, width - r.size(1)), value=PAD_BUCKET) for r in rows]
-    return torch.nn.utils.rnn.pad_sequence(widened, batch_first=True, padding_value=PAD_BUCKET)
+    """Examples' (T_i, K_i) bucket ids -> (B, T_max, K), padded with 0 on both axes; K is the most
+    n-grams any word of the batch has, so a long word elsewhere in the data set costs this batch nothing."""
+    width = max(int((r != PAD_BUCKET).sum(1).max()) for r in rows)
+    narrowed = [torch.nn.functional.pad(r, (0, max(0, width - r.size(1))), value=PAD_BUCKET)[:, :width] for r in rows]
+    return torch.nn.utils.rnn.pad_sequence(narrowed, batch_first=True, padding_value=PAD_BUCKET)

@@ -139,20 +139,23 @@ def read_splits(data: DataConfig, splits: tuple[str, ...]) -> dict[str, Table]:
 
 
 class Encoded(torch.utils.data.Dataset):
-    """Token ids with class ids, and each token's (T, K) n-gram buckets when the run reads subwords;
-    `lengths` for bucketing, `labels` (N,) for ensembles (-1 = unlabelled)."""
+    """Token ids with class ids; `lengths` for bucketing, `labels` (N,) for ensembles (-1 = unlabelled).
+    When the run reads subwords, each token also names its word's row in `ngrams`, the (W, K) n-gram
+    buckets of the W distinct words of the split: memory grows with the vocabulary, not the corpus."""
 
-    def __init__(self, ids: list[list[int]], labels: list[int], subwords: list[torch.Tensor] | None = None):
+    def __init__(self, ids: list[list[int]], labels: list[int], spellings: list[list[int]] | None = None, ngrams: torch.Tensor | None = None):
         self.ids = [torch.tensor(x, dtype=torch.long) for x in ids]
         self.labels = torch.tensor(labels, dtype=torch.long)
         self.lengths = [len(x) for x in ids]
-        self.subwords = subwords
+        self.spellings = None if spellings is None else [torch.tensor(x, dtype=torch.long) for x in spellings]
+        self.ngrams = ngrams
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int, torch.Tensor | None]:
-        return self.ids[i], int(self.labels[i]), None if self.subwords is None else self.subwords[i]
+        """Token ids (T,), class id, and (T, K) n-gram buckets or None."""
+        return self.ids[i], int(self.labels[i]), None if self.ngrams is None else self.ngrams[self.spellings[i]]
 
 
 def encode(vocab: dict, texts: list[str], labels: list[int], source: str, max_len: int | None = None) -> Encoded:
@@ -164,8 +167,11 @@ def encode(vocab: dict, texts: list[str], labels: list[int], source: str, max_le
     if empty is not None:
         raise DataError(f"{source}: example {empty + 1} ({texts[empty]!r}) has no tokens")
     buckets = vocab.get("subword_buckets", 0)
-    subwords = [ngram_buckets(tokenizer.split(text)[:max_len], buckets) for text in texts] if buckets else None
-    return Encoded(ids, labels, subwords)
+    if not buckets:
+        return Encoded(ids, labels)
+    rows: dict[str, int] = {}  # each distinct word -> its row of n-grams
+    spellings = [[rows.setdefault(word, len(rows)) for word in tokenizer.split(text)[:max_len]] for text in texts]
+    return Encoded(ids, labels, spellings, ngram_buckets(list(rows), buckets))
 
 
 def collate(items: list[tuple[torch.Tensor, int, torch.Tensor | None]]) -> dict:
