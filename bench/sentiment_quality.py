@@ -34,7 +34,7 @@ import torch
 from rich.console import Console
 
 from bench import common
-from seqtrain import runs
+from seqtrain import ensembles, runs
 from seqtrain.config import compose
 from seqtrain.data.sampler import BucketBatchSampler
 from seqtrain.recipes import sentiment
@@ -110,9 +110,9 @@ def main() -> None:
         averaged.append(member_averaged)
         raw.append(member_raw)
     names = sentiment.classes(json.loads((run_dirs[0] / "vocab.json").read_text()))
-    reports = [runs.classifier_report(probabilities, labels, names) for probabilities in averaged]
-    ensemble = runs.classifier_report(sum(averaged) / len(averaged), labels, names)
-    raw_ensemble = runs.classifier_report(sum(raw) / len(raw), labels, names)
+    reports = [ensembles.classifier_report(probabilities, labels, names) for probabilities in averaged]
+    ensemble = ensembles.classifier_report(sum(averaged) / len(averaged), labels, names)
+    raw_ensemble = ensembles.classifier_report(sum(raw) / len(raw), labels, names)
     records = [json.loads(line) for run_dir in run_dirs for line in open(run_dir / "metrics.jsonl")]
     valid = [r for r in records if r["split"] == "valid"]
     train = [r for r in records if r["split"] == "train"]
@@ -141,9 +141,9 @@ def final_probabilities(run_dir: Path, cfg) -> tuple[torch.Tensor, torch.Tensor,
     module, model, state = runs.load_model(run_dir / "checkpoints" / "last.pt")
     prepared = module.prepare(cfg.data, state["vocab"], ("valid",))
     dev = prepared.splits["valid"]
-    averaged = runs.class_probabilities(module, model, dev, prepared.collate, cfg.data)
+    averaged = ensembles.class_probabilities(module, model, dev, prepared.collate, cfg.data)
     model.load_state_dict(state.get("training_model", state["model"]))
-    return averaged, runs.class_probabilities(module, model, dev, prepared.collate, cfg.data), dev.labels
+    return averaged, ensembles.class_probabilities(module, model, dev, prepared.collate, cfg.data), dev.labels
 
 if __name__ == "__main__":
     main()
