@@ -40,6 +40,8 @@ from seqtrain.data.sampler import BucketBatchSampler
 from seqtrain.recipes import sentiment
 
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
+
+
 def steps_per_second(cfg, timed: int = 40) -> float:
     """Training steps/s of the recipe's model on real training batches as the length-bucketing sampler
     draws them (SST-2's lengths are skewed: most rows are short phrases, a few are long sentences), with
@@ -88,7 +90,8 @@ def main() -> None:
     ]
     shared = [
         *model, "data=sst2", f"data.root={args.root}", f"data.batch_size={args.batch}", f"data.min_freq={args.min_freq}",
-        f"data.tokenizer={args.tokenizer}", f"data.vocab_size={args.vocab_size}", f"data.subword_buckets={args.subword_buckets}", f"data.max_rows={'null' if args.max_rows is None else args.max_rows}",
+        f"data.tokenizer={args.tokenizer}", f"data.vocab_size={args.vocab_size}", f"data.subword_buckets={args.subword_buckets}",
+        f"data.max_rows={'null' if args.max_rows is None else args.max_rows}",
     ]
     budget = args.minutes * 60 / args.members
     rate = steps_per_second(compose("sentiment", shared))
