@@ -7,9 +7,9 @@ vocabulary from the training split plus hashed character 3-5-gram vectors (data.
 the many dev words unseen in training are read from their spelling), a 2-layer biLSTM with additive
 self-attention pooling, word dropout, Xavier input and orthogonal recurrent weights (forget-gate bias
 1), AdamW, label smoothing, a cosine schedule, and a moving average of the weights (trainer.ema_decay)
-as the model that is scored. The
-schedule needs a length: a short calibration times training steps of this model on real bucketed
-batches on this machine and sizes max_steps to the budget; trainer.max_time stays a hard stop.
+as the model that is scored. The schedule needs a length: a short calibration times training steps of
+this model on real bucketed batches on this machine and sizes max_steps to the budget;
+trainer.max_time stays a hard stop.
 
 The budget is split over `--members K` runs (default 5) with different seeds, and `accuracy` is that of
 their ensemble (class probabilities averaged, as `seqtrain evaluate RUN1 RUN2 ...` does): validation
@@ -145,7 +145,9 @@ def final_probabilities(run_dir: Path, cfg) -> tuple[torch.Tensor, torch.Tensor,
     prepared = module.prepare(cfg.data, state["vocab"], ("valid",))
     dev = prepared.splits["valid"]
     averaged = ensembles.class_probabilities(module, model, dev, prepared.collate, cfg.data)
-    model.load_state_dict(state.get("training_model", state["model"]))
+    if "training_model" not in state:  # no EMA: the kept weights are the raw ones
+        return averaged, averaged, dev.labels
+    model.load_state_dict(state["training_model"])
     return averaged, ensembles.class_probabilities(module, model, dev, prepared.collate, cfg.data), dev.labels
 
 if __name__ == "__main__":
