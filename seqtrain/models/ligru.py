@@ -15,6 +15,8 @@ state stops at each sequence's end, so padding never changes an output. The inte
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -56,6 +58,29 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     return x.gather(1, index.view(*index.shape, *[1] * (x.dim() - 2)).expand_as(x))
 
 
+def recurrence(
+    projected: torch.Tensor, u: torch.Tensor, h: torch.Tensor, keep: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The step loop: (T, D, B, 2H) projected inputs, (D, H, 2H) recurrent weights, (D, B, H) state and
+    dropout mask, (T, 1, B, 1) valid steps -> every step's state (T, D, B, H) and the last (D, B, H)."""
+    steps = []
+    for t in range(projected.size(0)):
+        candidate, gate = (projected[t] + torch.bmm(h, u)).chunk(2, dim=-1)  # (D, B, H) each
+        z = torch.sigmoid(gate)
+        h_next = z * h + (1 - z) * torch.relu(candidate) * keep
+        h = torch.where(valid[t], h_next, h)  # past its end a sequence's state stays put
+        steps.append(h)
+    return torch.stack(steps), h
+
+
+@functools.cache
+def scripted_recurrence():
+    """`recurrence` compiled by TorchScript, for tracing (`seqtrain export`): a tracer unrolls a Python
+    loop into the number of steps it saw, a scripted one stays a loop over any length. Training runs the
+    plain function, so autograd and speed are as before."""
+    return torch.jit.script(recurrence)
+
+
 class LiGRULayer(nn.Module):
     """One Li-GRU layer, both directions stepped together.
 
@@ -88,14 +113,9 @@ class LiGRULayer(nn.Module):
         if self.training and self.dropout > 0:  # one mask per sequence, shared by every step
             keep = torch.bernoulli(torch.full_like(h, 1 - self.dropout)) / (1 - self.dropout)
         valid = mask.T[:, None, :, None]  # (T, 1, B, 1)
-        steps = []
-        for t in range(T):
-            candidate, gate = (projected[t] + torch.bmm(h, self.u)).chunk(2, dim=-1)  # (D, B, H) each
-            z = torch.sigmoid(gate)
-            h_next = z * h + (1 - z) * torch.relu(candidate) * keep
-            h = torch.where(valid[t], h_next, h)  # past its end a sequence's state stays put
-            steps.append(h)
-        out = torch.stack(steps, dim=1).permute(2, 1, 0, 3)  # (D, T, B, H) -> (B, T, D, H)
+        recur = scripted_recurrence() if torch.jit.is_tracing() else recurrence
+        steps, h = recur(projected, self.u, h, keep, valid)  # (T, D, B, H), (D, B, H)
+        out = steps.permute(2, 0, 1, 3)  # (T, D, B, H) -> (B, T, D, H)
         if D == 2:
             out = torch.stack([out[:, :, 0], reverse_padded(out[:, :, 1], lengths)], dim=2)
         out = out.masked_fill(~mask[:, :, None, None], 0.0)
