@@ -5,7 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: install run test clean
+PARITY := .venv-parity
+
+.PHONY: install run test parity clean
 
 install: $(VENV)/.installed
 
@@ -23,5 +25,18 @@ run: install
 test: install
 	$(BIN)/python -m pytest
 
+# The low end of the torch range with live torchaudio: its Linux wheels are CUDA builds of several GB
+# (they run on the CPU), so this venv is built only when missing and CI never runs it. Prints the
+# front-end comparison as one JSON line, then runs the whole test suite there (torchaudio's live tests included).
+parity: $(PARITY)/.installed
+	$(PARITY)/bin/python bench/torchaudio_parity.py
+	$(PARITY)/bin/python -m pytest
+
+$(PARITY)/.installed: pyproject.toml
+	test -x $(PARITY)/bin/python || $(PYTHON) -m venv $(PARITY)
+	$(PARITY)/bin/pip install -q torch==2.11.0 torchaudio==2.11.0
+	$(PARITY)/bin/pip install -q -e '.[dev]'
+	touch $@
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(PARITY) runs

@@ -147,6 +147,52 @@ def test_unreadable_and_empty_files_are_skipped_with_reasons(tmp_path, capsys):
     assert "skipped 3 of 9 audio files" in err
 
 
+def test_clips_shorter_than_one_frame_are_skipped_and_counted(tmp_path, capsys):
+    for i in range(6):
+        write_wav(tmp_path / "go" / f"good{i}.wav", seed=i)
+    write_wav(tmp_path / "go" / "click.wav", seconds=0.012)  # 192 samples at 16 kHz: under one 25 ms window (400)
+    data = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.max_skipped_fraction=0.5",
+                              "data.valid_fraction=0.01", "data.test_fraction=0"]).data
+    assert len(speech.prepare(data, None, ("train",)).splits["train"]) == 6
+    err = capsys.readouterr().err
+    assert "click.wav: shorter than one feature frame (192 samples at 16000 Hz < 400)" in err
+    assert "skipped 1 of 7 audio files: 1 shorter than one feature frame" in err
+    # the window follows data.kaldi: 10 ms frames fit in the click
+    short_frames = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.valid_fraction=0.01",
+                                      "data.test_fraction=0", "data.kaldi.frame_length_ms=10"]).data
+    assert len(speech.prepare(short_frames, None, ("train",)).splits["train"]) == 7
+
+
+def test_speed_perturbation_raises_the_training_minimum(tmp_path, capsys):
+    for i in range(6):
+        write_wav(tmp_path / "go" / f"good{i}.wav", seed=i)
+    write_wav(tmp_path / "go" / "edge.wav", seconds=0.026)  # 416 samples: one frame, but 379 at speed 1.1
+    data = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.max_skipped_fraction=0.5", "data.valid_fraction=0.01",
+                              "data.test_fraction=0", "data.augment.speed_perturb=true"]).data
+    assert len(speech.prepare(data, None, ("train",)).splits["train"]) == 6
+    assert "edge.wav: shorter than one feature frame (416 samples at 16000 Hz < 439)" in capsys.readouterr().err
+
+
+def test_kaldi_options_reach_the_model_through_the_vocabulary():
+    cfg = compose("speech", [*TINY, "model.features=mfcc", "data.kaldi.window=blackman", "data.kaldi.use_energy=true",
+                             "data.kaldi.cepstral_lifter=0"])
+    prepared = speech.prepare(cfg.data, None, ("train",))
+    assert prepared.vocab["kaldi"]["window"] == "blackman"
+    model = speech.build_model(cfg.model, prepared.vocab)
+    assert model.features.use_energy and model.features.lifter is None
+    default = speech.build_model(cfg.model, {**prepared.vocab, "kaldi": {}})  # runs from before data.kaldi: defaults
+    assert not torch.equal(model.features.fbank.window, default.features.fbank.window)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("model.frontend=sox", "model.frontend='sox' is unknown; valid: torch, torchaudio"),
+    ("data.kaldi.window=kaiser", "data.kaldi.window='kaiser' is unknown; valid: povey, hanning, hamming, rectangular, blackman"),
+])
+def test_bad_front_end_settings_are_one_line(tmp_path, override, message):
+    result = seqtrain("fit", "recipe=speech", override, f"run_dir={tmp_path / 'run'}")
+    assert result.exit_code == 2 and result.stderr == f"error: {message}\n" and not (tmp_path / "run").exists()
+
+
 def test_too_many_skipped_files_stop_with_one_line(tmp_path):
     result = seqtrain("fit", "recipe=speech", "data=folder", f"data.root={bad_folder(tmp_path)}", f"run_dir={tmp_path / 'run'}")
     assert result.exit_code == 2
@@ -165,6 +211,9 @@ def test_sample_audio_prints_label_and_probabilities(trained, tmp_path):
     assert sum(out["probabilities"].values()) == pytest.approx(1, abs=1e-3)
     missing = seqtrain("sample", str(run_dir), "--audio", str(tmp_path / "nope.wav"))
     assert missing.exit_code == 2 and "nope.wav: not a readable audio file" in missing.stderr
+    click = write_wav(tmp_path / "click.wav", seconds=0.01)
+    short = seqtrain("sample", str(run_dir), "--audio", str(click))
+    assert short.exit_code == 2 and short.stderr == f"error: {click}: shorter than one feature frame (160 samples at 16000 Hz < 400)\n"
 
 
 def test_evaluate_scores_the_test_split(trained):

@@ -110,9 +110,11 @@ def vet(path: Path) -> tuple[int, int] | str:
 class AudioFiles(torch.utils.data.Dataset):
     """Items {"audio": (N,) float32 at `sample_rate`, "label": int, "speaker": int} (-1 = unknown);
     `lengths` (in samples at `sample_rate`) come from the headers, so bucketing needs no decoding.
-    Files whose header is unreadable or empty are left out and listed in `skipped`."""
+    Files whose header is unreadable or empty, or that are shorter than `min_samples` (one feature
+    frame), are left out and listed in `skipped`."""
 
-    def __init__(self, entries: Sequence[Entry], classes: Sequence[str], speakers: Sequence[str], sample_rate: int):
+    def __init__(self, entries: Sequence[Entry], classes: Sequence[str], speakers: Sequence[str], sample_rate: int,
+                 min_samples: int = 1):
         self.sample_rate = sample_rate
         class_id, speaker_id = {c: i for i, c in enumerate(classes)}, {s: i for i, s in enumerate(speakers)}
         self.paths, self.labels, self.speakers, self.lengths = [], [], [], []
@@ -125,10 +127,14 @@ class AudioFiles(torch.utils.data.Dataset):
             if entry.label is not None and entry.label not in class_id:
                 raise DataError(f"{entry.path}: class {entry.label!r} is not one the model knows ({', '.join(classes)})")
             frames, rate = header
+            length = math.ceil(frames * sample_rate / rate)
+            if length < min_samples:
+                self.skipped.append((entry.path, f"shorter than one feature frame ({length} samples at {sample_rate} Hz < {min_samples})"))
+                continue
             self.paths.append(entry.path)
             self.labels.append(class_id.get(entry.label, -1))
             self.speakers.append(speaker_id.get(entry.speaker, -1))
-            self.lengths.append(math.ceil(frames * sample_rate / rate))
+            self.lengths.append(length)
 
     def __len__(self) -> int:
         return len(self.paths)

@@ -7,6 +7,7 @@ a run is reproducible and resumable. Apply them to training batches only.
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from typing import Sequence
 
@@ -95,6 +96,12 @@ def speed_perturb(
     out = resample(wave, ratio.numerator, ratio.denominator)
     new_lengths = resampled_lengths(lengths, ratio.numerator, ratio.denominator)
     return out.masked_fill(~lengths_to_mask(new_lengths, out.size(1)), 0.0), new_lengths
+
+
+def shortest_before_speed_perturb(min_samples: int, factors: Sequence[float]) -> int:
+    """The shortest utterance that still has `min_samples` after `speed_perturb` at its fastest factor."""
+    fastest = max(Fraction(f).limit_denominator(100) for f in factors)
+    return max(min_samples, math.floor((min_samples - 1) * fastest) + 1)  # ceil(n / fastest) >= min_samples
 
 
 def time_shift(wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from seqtrain.data.audio import Fbank, GlobalNormalizer, Mfcc, normalize_utterances
+from seqtrain.data.audio import GlobalNormalizer, feature_extractor, normalize_utterances
 from seqtrain.data.augment import add_noise, spec_augment, speed_perturb, time_shift
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.crdnn import CRDNN
@@ -73,6 +73,8 @@ class AudioClassifier(nn.Module):
         num_mel_bins: int = 40,
         num_ceps: int = 13,
         normalize: str = "global",
+        frontend: str = "torch",
+        feature_options: dict | None = None,
         freeze_after: int = 0,
         aux_weight: float = 0.0,
         **crdnn: Any,
@@ -80,11 +82,10 @@ class AudioClassifier(nn.Module):
         super().__init__()
         if features not in FEATURES or normalize not in NORMALIZATIONS:
             raise ConfigError(f"model.features must be one of {FEATURES} and model.normalize one of {NORMALIZATIONS}")
-        if features == "mfcc":
-            self.features = Mfcc(num_ceps=num_ceps, num_mel_bins=num_mel_bins, sample_rate=sample_rate)
-        else:
-            self.features = Fbank(sample_rate=sample_rate, num_mel_bins=num_mel_bins)
-        size = num_ceps if features == "mfcc" else num_mel_bins
+        sizes = {"num_ceps": num_ceps} if features == "mfcc" else {}
+        self.features = feature_extractor(features, frontend, sample_rate=sample_rate, num_mel_bins=num_mel_bins,
+                                          **sizes, **(feature_options or {}))
+        size = self.features.num_features
         self.normalize, self.freeze_after, self.aux_weight = normalize, freeze_after, aux_weight
         self.normalizer = GlobalNormalizer(size) if normalize == "global" else None
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))  # training utterances the statistics saw

@@ -7,13 +7,15 @@ are in samples); the features, their normalisation and the augmentation run insi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 from torch.nn import functional as F
 
+from seqtrain.data.audio import KaldiOptions, feature_extractor
+from seqtrain.data.augment import shortest_before_speed_perturb
 from seqtrain.data.audio_files import AudioCollate, AudioFiles, Entry, Utterances, check_skipped, fsdd_entries, folder_entries
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.synthetic_audio import SyntheticAudio, class_names
@@ -24,13 +26,15 @@ from seqtrain.models.audio_classifier import FEATURES, NORMALIZATIONS, AudioClas
 from seqtrain.recipes import Prepared
 
 SOURCES = ("synthetic", "fsdd", "folder")
+FRONTENDS = ("torch", "torchaudio")
 SPLITS = ("train", "valid", "test")
 SYNTHETIC_SEEDS = {"train": 1, "valid": 2, "test": 3}
 
 
 @dataclass
 class ModelConfig:
-    features: str = "fbank"  # fbank or mfcc (Kaldi-compatible)
+    features: str = "fbank"  # fbank or mfcc (Kaldi-compatible; settings in data.kaldi)
+    frontend: str = "torch"  # torch (seqtrain's own, batched) or torchaudio (its compliance.kaldi functions)
     num_mel_bins: int = 40
     num_ceps: int = 13  # mfcc only
     normalize: str = "global"  # global (statistics of one pass over training), utterance, none
@@ -54,6 +58,8 @@ class ModelConfig:
     def __post_init__(self):
         if self.features not in FEATURES or self.normalize not in NORMALIZATIONS:
             raise ConfigError(f"model.features must be one of {', '.join(FEATURES)}; model.normalize one of {', '.join(NORMALIZATIONS)}")
+        if self.frontend not in FRONTENDS:
+            raise ConfigError(f"model.frontend={self.frontend!r} is unknown; valid: {', '.join(FRONTENDS)}")
         if self.aux_head not in (None, "speaker") or self.aux_weight < 0:
             raise ConfigError(f"model.aux_head must be null or speaker (got {self.aux_head!r}) and model.aux_weight >= 0")
 
@@ -84,6 +90,7 @@ class DataConfig(BatchingConfig):
     max_skipped_fraction: float = 0.05  # stop when a larger share of the files is unreadable or empty
     cache_audio: bool = False  # decode every file once at start and keep the waveforms in memory
     max_seconds: Optional[float] = None  # batch by padded seconds (longest x count); sets max_tokens in samples
+    kaldi: KaldiOptions = field(default_factory=KaldiOptions)  # framing, window, energy, ...: how audio becomes features
     size: int = 2400  # synthetic: training utterances; validation and test get a quarter as many each
     num_classes: int = 6  # synthetic
     num_speakers: int = 4  # synthetic
@@ -111,15 +118,23 @@ def augmentation(cfg: AugmentConfig, sample_rate: int) -> Augmentation:
     )
 
 
-def read_files(data: DataConfig, vocab: dict | None, splits: tuple[str, ...], rate: int) -> tuple[dict, list[str], list[str]]:
-    """The requested splits of data.root as AudioFiles, with the class and speaker names of training."""
+def min_samples(kaldi: dict, rate: int) -> int:
+    """The shortest clip that gives one feature frame under these front-end settings."""
+    return feature_extractor("fbank", sample_rate=rate, **KaldiOptions(**kaldi).arguments("fbank")).min_samples
+
+
+def read_files(data: DataConfig, vocab: dict | None, splits: tuple[str, ...], rate: int, kaldi: dict) -> tuple[dict, list[str], list[str]]:
+    """The requested splits of data.root as AudioFiles, with the class and speaker names of training.
+    Training clips must still give a frame when speed perturbation plays them at the fastest speed."""
     if data.source == "fsdd":
         entries, skipped = fsdd_entries(data.root, data.valid_fraction)
     else:
         entries, skipped = folder_entries(data.root, data.valid_fraction, data.test_fraction)
     classes = vocab["classes"] if vocab else sort_labels({e.label for e in entries["train"]})
     speakers = vocab["speakers"] if vocab else sorted({e.speaker for e in entries["train"] if e.speaker})
-    sets = {split: AudioFiles(entries[split], classes, speakers, rate) for split in splits}
+    shortest = min_samples(kaldi, rate)
+    train_shortest = shortest_before_speed_perturb(shortest, data.augment.speeds) if data.augment.speed_perturb else shortest
+    sets = {split: AudioFiles(entries[split], classes, speakers, rate, train_shortest if split == "train" else shortest) for split in splits}
     considered = len(skipped) + sum(len(entries[split]) for split in splits)
     check_skipped(skipped + [s for dataset in sets.values() for s in dataset.skipped], considered, data.max_skipped_fraction)
     for split, dataset in sets.items():
@@ -132,21 +147,23 @@ def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Pr
     unknown = set(splits) - set(SPLITS)
     if unknown:
         raise ConfigError(f"split={unknown.pop()} is not a split of speech; valid: {', '.join(SPLITS)}")
-    rate = vocab["sample_rate"] if vocab else data.sample_rate  # a trained model's front end fixes the rate
+    rate = vocab["sample_rate"] if vocab else data.sample_rate  # a trained model's front end fixes the rate ...
+    kaldi = vocab.get("kaldi", {}) if vocab else asdict(data.kaldi)  # ... and its settings (runs before them: defaults)
     if data.source == "synthetic":
         sizes = {"train": data.size, "valid": max(data.size // 4, data.num_classes), "test": max(data.size // 4, data.num_classes)}
         sets = {s: SyntheticAudio(sizes[s], SYNTHETIC_SEEDS[s], data.num_classes, data.num_speakers, rate) for s in splits}
         classes, speakers = class_names(data.num_classes), [f"speaker{i}" for i in range(data.num_speakers)]
     else:
-        sets, classes, speakers = read_files(data, vocab, splits, rate)
+        sets, classes, speakers = read_files(data, vocab, splits, rate, kaldi)
     sets = {split: Utterances(dataset, data.cache_audio) for split, dataset in sets.items()}
-    vocab = vocab or {"classes": classes, "speakers": speakers, "sample_rate": rate, "train_size": len(sets["train"])}
+    vocab = vocab or {"classes": classes, "speakers": speakers, "sample_rate": rate, "kaldi": kaldi, "train_size": len(sets["train"])}
     return Prepared(vocab, sets, AudioCollate(augmentation(data.augment, rate)))
 
 
 def prepare_inputs(vocab: dict, paths: list[str]) -> Prepared:
     """Audio files to classify (`seqtrain sample --audio` / `--input-file`), as one unlabelled split "inputs"."""
-    files = AudioFiles([Entry(Path(p), None) for p in paths], vocab["classes"], vocab["speakers"], vocab["sample_rate"])
+    rate = vocab["sample_rate"]
+    files = AudioFiles([Entry(Path(p), None) for p in paths], vocab["classes"], vocab["speakers"], rate, min_samples(vocab.get("kaldi", {}), rate))
     if files.skipped:
         raise DataError(f"{files.skipped[0][0]}: {files.skipped[0][1]}")
     return Prepared(vocab, {"inputs": Utterances(files)}, AudioCollate())
@@ -162,7 +179,7 @@ def build_model(model: ModelConfig, vocab: dict) -> AudioClassifier:
         raise ConfigError("model.aux_head=speaker needs speaker labels: data=fsdd and data=synthetic_audio have them, folders do not")
     return AudioClassifier(
         vocab["sample_rate"], len(vocab["classes"]), model.features, model.num_mel_bins, model.num_ceps, model.normalize,
-        freeze_after=vocab["train_size"], aux_weight=model.aux_weight if aux_classes else 0.0,
+        frontend=model.frontend, feature_options=KaldiOptions(**vocab.get("kaldi", {})).arguments(model.features), freeze_after=vocab["train_size"], aux_weight=model.aux_weight if aux_classes else 0.0,
         cnn_channels=tuple(model.cnn_channels), cnn_kernel=model.cnn_kernel, cnn_pool=model.cnn_pool,
         cnn_dropout=model.cnn_dropout, norm=model.norm, activation=model.activation, rnn_cell=model.rnn_cell,
         rnn_hidden=model.rnn_hidden, rnn_layers=model.rnn_layers, bidirectional=model.bidirectional,
