@@ -10,6 +10,7 @@ import functools
 import json
 import sys
 import traceback
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -124,6 +125,63 @@ def fit(
     Console().print(table)
     if any("error" in r for r in results):
         raise typer.Exit(1)
+
+
+class SamplerName(str, Enum):
+    tpe = "tpe"
+    random = "random"
+    grid = "grid"
+
+
+class PrunerName(str, Enum):
+    median = "median"
+    hyperband = "hyperband"
+    none = "none"
+
+
+@app.command()
+@reports_errors
+def tune(
+    overrides: Annotated[Optional[list[str]], typer.Argument(help="recipe=NAME, the space ('optim.lr=tag(log, interval(1e-4, 1e-2))', 'model.hidden_size=choice(64, 128)') and overrides for every trial", show_default=False)] = None,
+    trials: Annotated[int, typer.Option(min=1, help="Trials in the study, over all its workers and restarts (grid: at most the grid).")] = 20,
+    study: Annotated[Optional[str], typer.Option(help="Study name: workers with the same name and storage share the study. Default: a new one named by the time.")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL of the study's database. Default: SQLite in the study dir.")] = None,
+    sampler: Annotated[SamplerName, typer.Option(help="tpe (seeded), random, or grid over choice()/range() spaces.")] = SamplerName.tpe,
+    pruner: Annotated[PrunerName, typer.Option(help="Stops hopeless trials at a validation.")] = PrunerName.median,
+    prune_after: Annotated[int, typer.Option(min=0, help="median: trials that finish before any is pruned.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seeds the sampler of the worker that creates the study.")] = 0,
+    heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a trial's heartbeats; one silent twice as long lost its worker and runs again.")] = 60,
+    timeout: Annotated[Optional[float], typer.Option(min=0, help="Seconds after which this worker starts no new trial.")] = None,
+    report: Annotated[Optional[Path], typer.Option(metavar="STUDY_DIR", help="Print the table of a study, write its best.json and plots; trains nothing.")] = None,
+    verbose: Verbose = False,
+) -> None:
+    """Search hyper-parameters with Optuna: each trial is a run dir under runs/<recipe>/tune-<study>/."""
+    from seqtrain import study_report
+    from seqtrain.config import split_recipe
+    from seqtrain.errors import ConfigError
+    from seqtrain.tune import TuneOptions
+    from seqtrain.tune import tune as run_study
+
+    if report is None:
+        recipe, rest = split_recipe(overrides or [])
+        options = TuneOptions(trials, study, storage, sampler.value, pruner.value, prune_after, seed, heartbeat, timeout)
+        report = run_study(recipe, rest, options, console)
+    elif overrides:
+        raise ConfigError("--report prints a study that exists; give it no overrides")
+    result = study_report.report(report, storage)
+    table = Table(title=f"study {result.study_dir} ({result.metric})")
+    for column in ["trial", "state", "value", "params", "run dir"]:
+        table.add_column(column)
+    for row in result.rows:
+        table.add_row(*row.values())
+    Console().print(table)
+    if result.best:
+        console.print(f"best: trial {result.best['trial']}, {result.metric} {result.best['value']:.4g}; "
+                      f"in {result.study_dir / 'best.json'}, to train it again:\n  {result.best['command']}")
+    for skipped in result.skipped_plots:
+        console.print(f"no plot {skipped}")
+    if result.plots:
+        console.print(f"plots: {', '.join(str(p) for p in result.plots)}")
 
 
 @app.command()

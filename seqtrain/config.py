@@ -180,11 +180,16 @@ def expand_sweeps(overrides: list[str]) -> list[list[str]]:
         key = override.get_key_element()
         if override.is_sweep_override():
             if not override.is_discrete_sweep():
-                raise ConfigError(f"{key}: interval() sweeps need an optimizing sweeper; list the values instead")
+                raise ConfigError(f"{key}: interval() is searched, not listed: use seqtrain tune (or list the values here)")
             axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
         else:
             axes.append([f"{key}={override.get_value_element_as_str()}"])
     return [list(combo) for combo in itertools.product(*axes)]
+
+
+def override_values(overrides: list[str]) -> dict[str, Any]:
+    """`key=value` overrides as {key: value}, each value typed as Hydra's grammar reads it (3e-3 a float)."""
+    return {o.get_key_element(): o.value() for o in OverridesParser.create().parse_overrides(overrides)}
 
 
 def new_run_dir(recipe: str, run_dir: str | None) -> Path:

@@ -9,11 +9,13 @@ import json
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from seqtrain.data.text import atomic_write
 
@@ -35,6 +37,23 @@ def truncate_log(path: Path, last_step: int) -> None:
         if record.get("step", 0) <= last_step:
             kept.append(line + "\n")
     atomic_write(path, "".join(kept).encode())
+
+
+def log_hparams(run_dir: Path, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+    """Record a finished run's searched values and final metrics for TensorBoard's HParams dashboard.
+
+    The session goes into the run's own dir (not a subdir, as `SummaryWriter.add_hparams` would make), so
+    over a sweep or study dir the dashboard shows one row per run beside its curves. The metrics are
+    logged as `hparams/<name>` scalars, which the dashboard reads. Values it cannot show (lists, None)
+    become text.
+    """
+    values = {k: v if isinstance(v, (bool, int, float, str)) else str(v) for k, v in hparams.items()}
+    tagged = {f"hparams/{k}": v for k, v in metrics.items() if isinstance(v, (int, float))}
+    with SummaryWriter(str(run_dir)) as writer:
+        for summary in hparams_summary(values, tagged):
+            writer.file_writer.add_summary(summary)
+        for tag, value in tagged.items():
+            writer.add_scalar(tag, value)
 
 
 class Monitor:

@@ -13,21 +13,22 @@ from typing import Any, Callable
 import torch
 from rich.console import Console
 
-from seqtrain import checkpoint, distributed, ensembles, recipes, trainer
-from seqtrain.config import RunConfig, compose, expand_sweeps, load_run_config, new_run_dir, run_recipe, save_run_config
+from seqtrain import checkpoint, distributed, ensembles, monitor, recipes, trainer
+from seqtrain.config import RunConfig, compose, expand_sweeps, load_run_config, new_run_dir, override_values, run_recipe, save_run_config
 from seqtrain.errors import CheckpointError, ConfigError, Interrupted, SeqtrainError
 from seqtrain.metrics import confusion_image
 from seqtrain.recipes import SampleOptions
 
 
-def fit(cfg: RunConfig, console: Console) -> tuple[Path, dict[str, float]]:
+def fit(cfg: RunConfig, console: Console, on_validation: trainer.OnValidation | None = None) -> tuple[Path, dict[str, float]]:
     """Train one run, as one process or as every rank of a distributed one. Data, model, batching and
-    the monitored metric are checked before the run dir exists, so bad input leaves nothing behind."""
+    the monitored metric are checked before the run dir exists, so bad input leaves nothing behind.
+    `on_validation` is passed to the trainer (see `trainer.fit`)."""
     with distributed.session(cfg.trainer.device) as world:
-        return _fit(cfg, console if world.main else Console(quiet=True), world)
+        return _fit(cfg, console if world.main else Console(quiet=True), world, on_validation)
 
 
-def _fit(cfg: RunConfig, console: Console, world: distributed.World) -> tuple[Path, dict[str, float]]:
+def _fit(cfg: RunConfig, console: Console, world: distributed.World, on_validation: trainer.OnValidation | None) -> tuple[Path, dict[str, float]]:
     module = recipes.get(cfg.recipe)
     vocab, source = None, None
     if cfg.trainer.resume:
@@ -65,7 +66,7 @@ def _fit(cfg: RunConfig, console: Console, world: distributed.World) -> tuple[Pa
     try:
         metrics = trainer.fit(
             task, prepared.splits["train"], prepared.splits["valid"], cfg.trainer, cfg.optim, cfg.sched,
-            cfg.data, run_dir, meta, console, shuffle_train=prepared.shuffle_train, sampler=sampler,
+            cfg.data, run_dir, meta, console, shuffle_train=prepared.shuffle_train, sampler=sampler, on_validation=on_validation,
         )
     except Interrupted as e:
         raise Interrupted(f"{e}; resume with: seqtrain fit recipe={cfg.recipe} trainer.resume={run_dir}") from e
@@ -88,7 +89,8 @@ def sweep(recipe: str, overrides: list[str], console: Console) -> tuple[Path, li
         console.print(f"[bold]sweep run {i + 1}/{len(combos)}[/bold]: {label}")
         result: dict[str, Any] = {"run_dir": str(parent / str(i)), "overrides": label}
         try:
-            _, result["metrics"] = fit(compose(recipe, [*combo, f"run_dir={parent / str(i)}"]), console)
+            run_dir, result["metrics"] = fit(compose(recipe, [*combo, f"run_dir={parent / str(i)}"]), console)
+            monitor.log_hparams(run_dir, override_values([combo[j] for j in swept]), result["metrics"])
         except SeqtrainError as e:
             result["error"] = str(e)
             console.print(f"[red]run {i} failed:[/red] {e}")

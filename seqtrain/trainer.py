@@ -30,6 +30,7 @@ from seqtrain.trainer_config import EarlyStoppingConfig, TrainerConfig
 __all__ = ["EarlyStoppingConfig", "Task", "TrainerConfig", "TrainState", "fit", "preflight", "score", "seed_everything"]
 
 Stats = dict[str, torch.Tensor]
+OnValidation = Callable[[int, dict[str, float]], Optional[str]]  # (step, metrics) -> a reason to stop, or None
 
 
 class SizedDataset(Protocol):
@@ -111,11 +112,15 @@ def fit(
     console: Console | None = None,
     shuffle_train: bool = True,
     sampler: BucketBatchSampler | None = None,
+    on_validation: OnValidation | None = None,
 ) -> dict[str, float]:
     """Train `task.model` in place and return the final validation metrics.
 
     `sampler` is what `preflight` returned when the caller already ran it (before making the run dir);
     without it, `fit` runs the preflight checks itself.
+
+    `on_validation(step, metrics)` hears every validation; a reason it returns stops the run there as
+    early stopping would (a hyper-parameter search prunes a hopeless trial this way).
 
     `meta` (recipe, config, vocab) goes into every checkpoint so that a checkpoint alone can rebuild
     the model. Checkpoints go to run_dir/checkpoints; TensorBoard events and metrics.jsonl to run_dir.
@@ -195,7 +200,7 @@ def fit(
     def validate() -> dict[str, float]:
         """Validate, log, step NewBob, keep the best checkpoint, count validations without improvement.
         Its time is left out of the current log window, whose tokens/s counts training only."""
-        nonlocal window_start
+        nonlocal window_start, asked_to_stop
         started = time.perf_counter()
         stats = score(task, evaluated, valid_set, batching, device, autocast, cfg.val_max_batches)
         metrics = task.summarize(stats)
@@ -214,6 +219,8 @@ def fit(
             state.bad_validations += 1
         save("last.pt", metrics)
         window_start += time.perf_counter() - started
+        if on_validation is not None:
+            asked_to_stop = on_validation(state.step, metrics)
         return metrics
 
     def stopping(reason: str | None) -> tuple[str | None, bool]:
@@ -224,6 +231,7 @@ def fit(
     # 4. The loop. A step is one optimiser update over `grad_accum` micro-batches.
     monitor = Monitor(run_dir, total_steps, cfg.max_time, console, start_step=state.step) if world.main else Silent()
     metrics: dict[str, float] = {}
+    asked_to_stop: str | None = None  # what on_validation answered last
     window: Stats = {}
     window_start, window_tokens, window_padded = time.perf_counter(), 0, 0
     epoch_tokens, epoch_padded = 0, 0
@@ -301,7 +309,7 @@ def fit(
                     metrics = validate()
                 elif cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
                     save("last.pt", metrics)
-                stop_reason, signalled = stopping(budget_spent(cfg, state, "step") or patience_spent(cfg, state))
+                stop_reason, signalled = stopping(budget_spent(cfg, state, "step") or patience_spent(cfg, state) or asked_to_stop)
                 if signalled:
                     save("last.pt", metrics)
                     raise Interrupted(f"stopped at step {state.step}; checkpoint saved in {ckpt_dir}")
@@ -316,7 +324,7 @@ def fit(
                 state.batch_in_epoch = 0
                 if not cfg.val_every_steps:
                     metrics = validate()
-                stop_reason, _ = stopping(budget_spent(cfg, state, "epoch") or patience_spent(cfg, state))
+                stop_reason, _ = stopping(budget_spent(cfg, state, "epoch") or patience_spent(cfg, state) or asked_to_stop)
 
         # 5. Finish: validate unless the last step just did, and leave a final checkpoint.
         if not metrics or not just_validated(cfg, state):
