@@ -17,6 +17,18 @@ import torch  # noqa: E402
 torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+EPS32 = torch.finfo(torch.float32).eps
+
+
+def assert_float32_close(actual: torch.Tensor, expected: torch.Tensor, ulps: int = 128, msg: str | None = None) -> None:
+    """Equal up to float32 rounding at the values' magnitude: within `ulps` units in the last place of
+    the largest |expected|. Summing in another order (another batch size, BLAS build, AVX2 or AVX-512
+    kernel) moves a result by a few ulps of its largest terms, not of itself, and a recurrent net
+    chains hundreds of such sums; a fixed atol is too tight for large values and too loose for small."""
+    expected = torch.as_tensor(expected)
+    scale = float(expected.detach().abs().max()) if expected.numel() else 0.0
+    tolerance = ulps * EPS32 * max(scale, torch.finfo(torch.float32).tiny)
+    torch.testing.assert_close(torch.as_tensor(actual), expected, rtol=0, atol=tolerance, msg=msg)
 
 
 @pytest.fixture(autouse=True)

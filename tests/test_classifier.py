@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from conftest import assert_float32_close
 from seqtrain.data.collate import lengths_to_mask, pad
 from seqtrain.data.subwords import ngram_buckets, pad_buckets
 from seqtrain.models.classifier import POOLINGS, SequenceClassifier
@@ -29,8 +30,8 @@ def test_padding_never_changes_a_prediction(pooling, bidirectional):
         extra = torch.cat([tokens, torch.zeros(len(seqs), 4, dtype=torch.long)], dim=1)
         for i, seq in enumerate(seqs):
             alone = model(seq[None], torch.tensor([len(seq)]))
-            torch.testing.assert_close(batched[i], alone[0], atol=1e-5, rtol=0)
-        torch.testing.assert_close(model(extra, lengths), batched, atol=1e-5, rtol=0)  # more padding, same logits
+            assert_float32_close(batched[i], alone[0])
+        assert_float32_close(model(extra, lengths), batched)  # more padding, same logits
 
 
 @pytest.mark.parametrize("cell", CELLS)
@@ -84,7 +85,7 @@ def test_subword_vectors_keep_padding_invisible_and_survive_word_dropout():
         batched = model.eval()(tokens, lengths, batch_subwords)
         for i in range(len(words)):
             alone = model(seqs[i][None], lengths[i : i + 1], subwords[i][None])
-            torch.testing.assert_close(batched[i], alone[0], atol=1e-5, rtol=0)
+            assert_float32_close(batched[i], alone[0])
     seen = []
     model.rnn.register_forward_pre_hook(lambda module, args: seen.append(args[0]))
     model.train()(tokens, lengths, batch_subwords)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import assert_float32_close
 from seqtrain.errors import ConfigError
 from seqtrain.models.crdnn import CRDNN
 
@@ -40,7 +41,7 @@ def test_padding_never_changes_a_prediction(variant):
             alone = model(utterance[None], torch.tensor([len(utterance)]))
             assert out.keys() == alone.keys()
             for key in out:
-                torch.testing.assert_close(out[key][b], alone[key][0], atol=1e-5, rtol=0)
+                assert_float32_close(out[key][b], alone[key][0])
 
 
 def test_training_statistics_ignore_padding():
@@ -51,9 +52,9 @@ def test_training_statistics_ignore_padding():
     twin.load_state_dict(model.state_dict())
     feats, lengths = torch.randn(3, 10, 16), torch.tensor([10, 6, 3])
     longer = torch.cat([feats, torch.full((3, 4, 16), 8.0)], dim=1)
-    torch.testing.assert_close(twin(longer, lengths)["logits"], model(feats, lengths)["logits"], atol=1e-5, rtol=0)
+    assert_float32_close(twin(longer, lengths)["logits"], model(feats, lengths)["logits"])
     for a, b in zip(model.state_dict().values(), twin.state_dict().values()):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        assert_float32_close(a, b)
 
 
 def test_shapes_and_the_second_head():

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from conftest import assert_float32_close
 from seqtrain.data.collate import lengths_to_mask, pad
 from seqtrain.models.decoding import SearchOptions, beam_search, decode, greedy
 from seqtrain.models.seq2seq import Seq2Seq
@@ -46,7 +47,7 @@ def same(got, expected):
     assert [h.finished for h in got] == [h.finished for h in expected]
     for g, e in zip(got, expected):
         assert g.score == pytest.approx(e.score, abs=1e-5) and g.log_prob == pytest.approx(e.log_prob, abs=1e-5)
-        torch.testing.assert_close(g.attention, e.attention, atol=1e-5, rtol=0)
+        assert_float32_close(g.attention, e.attention)
 
 
 @pytest.mark.parametrize("cell,norm", [("gru", "gnmt"), ("lstm", "average"), ("gru", "none")])

@@ -5,6 +5,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from conftest import assert_float32_close
 from seqtrain.data.collate import pad
 from seqtrain.models.decoding import SearchOptions, decode
 from seqtrain.models.seq2seq import Seq2Seq
@@ -34,7 +35,7 @@ def test_outputs_do_not_change_with_padding(cell, attention):
     for b in range(3):
         one_src, one_len, one_tgt, _ = batch_of(sources[b : b + 1], targets[b : b + 1])
         alone = model(one_src, one_len, one_tgt)  # (1, T_b, 13)
-        torch.testing.assert_close(batched[b, : alone.size(1)], alone[0], atol=1e-5, rtol=0)
+        assert_float32_close(batched[b, : alone.size(1)], alone[0])
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm"])

@@ -11,7 +11,7 @@ import soundfile
 import torch
 from typer.testing import CliRunner
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, assert_float32_close
 from seqtrain import runs
 from seqtrain.cli import app
 from seqtrain.config import compose
@@ -71,7 +71,7 @@ def test_padding_never_changes_a_prediction_through_the_recipe(trained):
         together = module.predict(model, prepared.collate(items))
         for b, item in enumerate(items):
             alone = module.predict(model, prepared.collate([item]))
-            torch.testing.assert_close(together[b], alone[0], atol=1e-5, rtol=0)
+            assert_float32_close(together[b], alone[0])
 
 
 def test_augmentation_only_in_training_and_global_statistics_freeze_after_one_pass():
