@@ -235,5 +235,21 @@ def evaluate(
     print(json.dumps(runs.evaluate(run_dirs, overrides)))
 
 
+@app.command()
+@reports_errors
+def export(
+    run: Annotated[Path, typer.Argument(metavar="RUN", help="A run dir.")],
+    format: Annotated[str, typer.Option("--format", help="onnx (onnxruntime) or torchscript (torch.jit).")] = "onnx",
+    out: Annotated[Optional[Path], typer.Option(help="The export dir to write; default RUN/export. It must not exist.")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
+    verbose: Verbose = False,
+) -> None:
+    """Write a run as files that run without seqtrain: model graph(s), vocab.json and a manifest.
+    `seqtrain sample` and `seqtrain evaluate` accept the export dir (or its model file) like a run."""
+    from seqtrain.export import export as write_export
+
+    print(write_export(run, format, out, checkpoint))
+
+
 def main() -> None:
     app()

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from seqtrain.data.collate import to_device
+from seqtrain.data.collate import device_of, to_device
 from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
 from seqtrain.data.text import iter_text
 from seqtrain.errors import ConfigError, DataError
@@ -81,7 +81,7 @@ def classifier_inputs(options: SampleOptions) -> list[str]:
 @torch.no_grad()
 def class_probabilities(module: Any, model: torch.nn.Module, dataset: Any, collate: Callable, batching: BatchingConfig) -> torch.Tensor:
     """(N, C) class probabilities in the dataset's order (batches go by length, with little padding)."""
-    device = next(model.parameters()).device
+    device = device_of(model)
     sampler = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
     was_training = model.training
     model.eval()

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 from rich.console import Console
 
-from seqtrain import checkpoint, distributed, ensembles, monitor, recipes, trainer
+from seqtrain import checkpoint, distributed, ensembles, exported, monitor, recipes, trainer
 from seqtrain.config import RunConfig, compose, expand_sweeps, load_run_config, new_run_dir, override_values, run_recipe, save_run_config
 from seqtrain.errors import CheckpointError, ConfigError, Interrupted, SeqtrainError
 from seqtrain.metrics import confusion_image
@@ -100,7 +100,10 @@ def sweep(recipe: str, overrides: list[str], console: Console) -> tuple[Path, li
 
 
 def load_model(path: Path) -> tuple[Any, torch.nn.Module, dict[str, Any]]:
-    """(recipe module, model in eval mode, checkpoint) from a run dir (its best checkpoint) or a .pt file."""
+    """(recipe module, model in eval mode, checkpoint) from a run dir (its best checkpoint) or a .pt file;
+    or an export (its dir or a model file in it), run through onnxruntime or TorchScript."""
+    if exported.home(path) is not None:
+        return exported.load_model(path)
     if path.is_dir():
         state = checkpoint.load(checkpoint.find(path), recipe=run_recipe(path))
     else:
@@ -123,7 +126,7 @@ def evaluate(run_dirs: list[Path], overrides: list[str]) -> dict[str, Any]:
     overrides. Several runs of a classifier recipe are scored alone and as an ensemble."""
     if any(o.lstrip("+~").startswith("model") for o in overrides):
         raise ConfigError("evaluate scores the trained model as it is; model.* cannot be overridden")
-    cfg = load_run_config(run_dirs[0], overrides)
+    cfg = load_run_config(exported.home(run_dirs[0]) or run_dirs[0], overrides)  # an export keeps its run's config
     members = [load_model(run_dir) for run_dir in run_dirs]
     module, model, state = members[0]
     device = trainer.pick_device(cfg.trainer.device)

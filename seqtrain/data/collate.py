@@ -29,6 +29,11 @@ def batch_stats(lengths: torch.Tensor) -> dict[str, int]:
     return {"num_tokens": int(lengths.sum()), "padded_tokens": int(lengths.numel() * lengths.max())}
 
 
+def device_of(model: torch.nn.Module) -> torch.device:
+    """Where a model's weights are; CPU for a module without any (an export run through onnxruntime)."""
+    return next(model.parameters(), torch.empty(0)).device
+
+
 def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
     """Move the tensors of a batch; leave plain values alone."""
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

@@ -49,6 +49,21 @@ class SampleOptions:
     audio: Optional[str] = None
 
 
+@dataclass
+class Graph:
+    """One computation `seqtrain export` writes (seqtrain/export.py): a module of tensors in, tensors out,
+    and example inputs to trace it with. The examples hold rows of different lengths, so that tracing
+    records the packed path of a recurrent stack, which serves any lengths. Graphs of one name are
+    chained into one file, the outputs of each feeding the next (the speech front end, see export.py)."""
+
+    name: str
+    module: torch.nn.Module
+    inputs: dict[str, torch.Tensor]  # in the order of module.forward's arguments
+    outputs: list[str]
+    axes: dict[str, dict[int, str]]  # the dynamic axes of each input and output, by label ("batch", "time")
+    dynamo: bool = False  # ONNX: export with torch.export (the FFT) instead of the TorchScript exporter
+
+
 class Recipe(Protocol):
     """What a recipe module defines."""
 
@@ -66,6 +81,12 @@ class Recipe(Protocol):
     def sample(self, model: torch.nn.Module, vocab: dict, options: SampleOptions, write: Callable[[str], None]) -> None: ...
 
     def log_samples(self, model: torch.nn.Module, vocab: dict, writer: Any, step: int) -> None: ...
+
+    # `seqtrain export`: the graphs to write for a format, and a module that runs them back in place of
+    # the model (`graphs` maps each name to a callable of named tensors, returning a dict of named tensors)
+    def export_graphs(self, model: torch.nn.Module, vocab: dict, format: str) -> list[Graph]: ...
+
+    def from_export(self, graphs: dict[str, Callable[..., dict[str, torch.Tensor]]], state: dict) -> torch.nn.Module: ...
 
 
 class Classifier(Protocol):

@@ -12,6 +12,7 @@ from typing import Callable, Iterator, Optional
 import torch
 from torch.nn import functional as F
 
+from seqtrain.data.collate import device_of
 from seqtrain.data.download import cache_dir, fetch
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.text import CharVocab, atomic_write, corpus_stats, token_file
@@ -21,7 +22,7 @@ from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.language_model import RecurrentLM
 from seqtrain.models.rnn import CELLS
 from seqtrain.models.sampling import one_step_mode, sample_next
-from seqtrain.recipes import Prepared, SampleOptions
+from seqtrain.recipes import Graph, Prepared, SampleOptions
 
 SOURCES = ("stdlib", "text", "tinyshakespeare")
 SPLITS = ("train", "valid", "all")
@@ -170,7 +171,7 @@ def generate(
             f"(the model knows {len(vocab) - 1} characters)"
         )
     generator = torch.Generator().manual_seed(seed if seed is not None else torch.seed())
-    device = next(model.parameters()).device
+    device = device_of(model)
 
     def characters() -> Iterator[str]:
         was_training = model.training
@@ -212,3 +213,50 @@ def log_samples(model: RecurrentLM, vocab: dict, writer, step: int) -> None:
     prompt = default_prompt(chars)
     text = prompt + "".join(generate(model, chars, prompt, 300, temperature=0.8, seed=0))
     writer.add_text("sample", "```\n" + text + "\n```", step)
+
+
+class StepGraph(torch.nn.Module):
+    """The LM with its state made explicit, as an export needs: tokens (B, T) and the state in, logits
+    (B, T, V) and the next state out. A caller primes with the prompt (T = its length, zero state),
+    then feeds one character at a time (T = 1) with the state it got back."""
+
+    def __init__(self, lm: RecurrentLM):
+        super().__init__()
+        # Held outside the module tree: the tracers read every state_dict entry as a tensor, and the LM's
+        # extra state (the carried training state) is a dict. Its weights are traced as constants.
+        object.__setattr__(self, "lm", lm.eval().requires_grad_(False))
+
+    def forward(self, tokens: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        logits, new = self.lm(tokens, state=state if len(state) == 2 else state[0])
+        return logits, *(new if isinstance(new, tuple) else (new,))
+
+
+def export_graphs(model: RecurrentLM, vocab: dict, format: str) -> list[Graph]:
+    tokens = torch.randint(1, model.vocab_size, (2, 3))  # (B, T)
+    _, state = model(tokens)
+    names = ["h", "c"] if isinstance(state, tuple) else ["h"]  # each (layers, B, H); c for LSTM only
+    zeros = {name: torch.zeros_like(s) for name, s in zip(names, state if isinstance(state, tuple) else (state,))}
+    axes = {"tokens": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
+    axes |= {name: {1: "batch"} for name in names} | {f"{name}_next": {1: "batch"} for name in names}
+    return [Graph("model", StepGraph(model), {"tokens": tokens, **zeros}, ["logits", *(f"{n}_next" for n in names)], axes)]
+
+
+class ExportedLM(torch.nn.Module):
+    """An export's step in the place of `RecurrentLM`, for `generate` and `step`. `lengths` is not
+    needed: the model reads left to right, so padding after a row's end never changes its logits."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.graph = step
+        self.names = [name for name in step.inputs if name != "tokens"]
+
+    def forward(self, tokens: torch.Tensor, lengths=None, state=None, stream=None) -> tuple[torch.Tensor, object]:
+        if state is None:
+            state = tuple(self.graph.zeros(name, tokens.size(0)) for name in self.names)
+        out = self.graph(tokens=tokens, **dict(zip(self.names, state if isinstance(state, tuple) else (state,))))
+        new = tuple(out[f"{name}_next"] for name in self.names)
+        return out["logits"], new if len(new) == 2 else new[0]
+
+
+def from_export(graphs: dict, state: dict) -> ExportedLM:
+    return ExportedLM(graphs["model"])

@@ -30,7 +30,7 @@ from seqtrain.metrics import classification_metrics, confusion_matrix
 from seqtrain.models.classifier import POOLINGS, SequenceClassifier
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.rnn import CELLS
-from seqtrain.recipes import Prepared
+from seqtrain.recipes import Graph, Prepared
 
 SOURCES = ("synthetic", "sst2", "tsv", "folder")
 SPLITS = ("train", "valid")
@@ -267,3 +267,44 @@ def log_samples(model: torch.nn.Module, vocab: dict, writer, step: int) -> None:
     names = vocab["classes"]
     rows = [f"| {text} | {names[int(p.argmax())]} | {float(p.max()):.2f} |" for text, p in zip(PROBES, probabilities)]
     writer.add_text("predictions", "| text | label | probability |\n|---|---|---|\n" + "\n".join(rows), step)
+
+
+class ProbabilitiesGraph(torch.nn.Module):
+    """Token ids (B, T), lengths (B,) [, n-gram buckets (B, T, K)] -> class probabilities (B, C)."""
+
+    def __init__(self, classifier: SequenceClassifier):
+        super().__init__()
+        self.classifier = classifier
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(tokens, lengths, subwords).softmax(dim=-1)
+
+
+def export_graphs(model: SequenceClassifier, vocab: dict, format: str) -> list[Graph]:
+    """Rows of lengths 5, 2 and 4, padded: tracing then records the packed path, which serves any lengths.
+    With `data.subword_buckets` the n-gram buckets are a third input (seqtrain.data.subwords computes them)."""
+    lengths = torch.tensor([5, 2, 4])
+    real = torch.arange(5)[None] < lengths[:, None]  # (B, T)
+    inputs = {"tokens": torch.randint(4, len(tokenizer_from_dict(vocab["tokenizer"])), (3, 5)) * real, "lengths": lengths}
+    axes = {"tokens": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probabilities": {0: "batch"}}
+    if vocab.get("subword_buckets", 0):
+        inputs["subwords"] = torch.randint(1, vocab["subword_buckets"], (3, 5, 4)) * real[..., None]
+        axes["subwords"] = {0: "batch", 1: "time", 2: "ngrams"}
+    return [Graph("model", ProbabilitiesGraph(model), inputs, ["probabilities"], axes)]
+
+
+class ExportedClassifier(torch.nn.Module):
+    """An export in the place of `SequenceClassifier` for `predict`. It returns log-probabilities, so
+    that `predict`'s softmax gives the export's probabilities back."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
+        inputs = {"tokens": tokens, "lengths": lengths} | ({} if subwords is None else {"subwords": subwords})
+        return self.graph(**inputs)["probabilities"].log()
+
+
+def from_export(graphs: dict, state: dict) -> ExportedClassifier:
+    return ExportedClassifier(graphs["model"])

@@ -19,6 +19,7 @@ from typing import Callable, Optional
 import torch
 
 from seqtrain.data import dates
+from seqtrain.data.collate import device_of
 from seqtrain.data.parallel import PairDataset, Pairs, collate_pairs, multi30k_files, read_lines, read_parallel
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.tokenizers import BOS_ID, EOS_ID, KINDS, PAD_ID, SP_MODEL_TYPES, Tokenizer, build_tokenizer, tokenizer_from_dict
@@ -26,9 +27,9 @@ from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.attention import ATTENTIONS
 from seqtrain.models.decoding import Hypothesis, SearchOptions, decode
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
-from seqtrain.models.seq2seq import DECODER_CELLS, Seq2Seq
+from seqtrain.models.seq2seq import DECODER_CELLS, DecoderState, Seq2Seq
 from seqtrain.plots import attention_image, save_attention
-from seqtrain.recipes import Prepared, SampleOptions
+from seqtrain.recipes import Graph, Prepared, SampleOptions
 from seqtrain.translation_metrics import translation_metrics, translation_stats
 
 SOURCES = ("dates", "parallel", "multi30k")
@@ -206,7 +207,7 @@ def translate(model: Seq2Seq, source: Tokenizer, texts: list[str], search: Searc
     an empty text gets an empty hypothesis without reaching the model."""
     encoded = [source.encode(t) for t in texts]
     results: list = [(ids, Hypothesis([], 0.0, 0.0, torch.zeros(0, 0), True)) for ids in encoded]
-    device = next(model.parameters()).device
+    device = device_of(model)
     order = sorted((i for i, ids in enumerate(encoded) if ids), key=lambda i: len(encoded[i]))
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
@@ -252,3 +253,83 @@ def log_samples(model: Seq2Seq, vocab: dict, writer, step: int) -> None:
             image = attention_image(hypothesis.attention, pieces(source, ids), pieces(target, hypothesis.tokens))
             writer.add_image(f"attention/{i}", image, step, dataformats="HWC")
     writer.add_text("translations", "\n".join(rows), step)
+
+
+STATE = ("h", "c", "feed", "memory", "keys", "mask")  # DecoderState's fields, as an export's tensors
+
+
+class EncoderGraph(torch.nn.Module):
+    """Source ids (B, S) and lengths (B,) -> the decoder's initial state, one tensor per field."""
+
+    def __init__(self, model: Seq2Seq):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        state = self.model.encode(src, lengths)
+        return tuple(getattr(state, name) for name in STATE if getattr(state, name) is not None)
+
+
+class DecoderGraph(torch.nn.Module):
+    """One decoder step: previous tokens (B,) and the state's tensors -> logits (B, V), the next h (and
+    c), the next attentional vector, and the attention weights (B, S)."""
+
+    def __init__(self, model: Seq2Seq):
+        super().__init__()
+        self.model = model
+
+    def forward(self, prev: torch.Tensor, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        names = [name for name in STATE if name != "c" or len(tensors) == len(STATE)]
+        state = DecoderState(**{"c": None} | dict(zip(names, tensors)))
+        logits, new, weights = self.model.step(state, prev)
+        return logits, new.h, *(() if new.c is None else (new.c,)), new.feed, weights
+
+
+def export_graphs(model: Seq2Seq, vocab: dict, format: str) -> list[Graph]:
+    """The encoder and one decoder step, traced on rows of lengths 5, 2 and 4 (padded): the packed path."""
+    source, _ = tokenizers(vocab)
+    lengths = torch.tensor([5, 2, 4])
+    src = torch.randint(4, len(source), (3, 5)) * (torch.arange(5)[None] < lengths[:, None])  # (B, S)
+    state = model.encode(src, lengths)
+    names = [name for name in STATE if getattr(state, name) is not None]
+    batch_first = {"h": {1: "batch"}, "c": {1: "batch"}, "feed": {0: "batch"}, "memory": {0: "batch", 1: "source"},
+                   "keys": {0: "batch", 1: "source"}, "mask": {0: "batch", 1: "source"}}
+    encoder_axes = {"src": {0: "batch", 1: "source"}, "lengths": {0: "batch"}} | {n: batch_first[n] for n in names}
+    carried = [n for n in names if n in ("h", "c", "feed")]
+    outputs = ["logits", *(f"{n}_next" for n in carried), "weights"]
+    decoder_axes = {"prev": {0: "batch"}, "logits": {0: "batch"}, "weights": {0: "batch", 1: "source"}}
+    decoder_axes |= {n: batch_first[n] for n in names} | {f"{n}_next": batch_first[n] for n in carried}
+    prev = torch.full((3,), BOS_ID)
+    return [
+        Graph("encoder", EncoderGraph(model), {"src": src, "lengths": lengths}, names, encoder_axes),
+        Graph("decoder", DecoderGraph(model), {"prev": prev, **{n: getattr(state, n) for n in names}}, outputs, decoder_axes),
+    ]
+
+
+class ExportedSeq2Seq(torch.nn.Module):
+    """An export's encoder and decoder step in the place of `Seq2Seq`: `encode` and `step` for the same
+    greedy and beam search (seqtrain/models/decoding.py), `forward` (teacher-forced) for `step` above."""
+
+    def __init__(self, encoder, decoder, label_smoothing: float):
+        super().__init__()
+        self.encoder, self.decoder, self.label_smoothing = encoder, decoder, label_smoothing
+
+    def encode(self, src: torch.Tensor, lengths: torch.Tensor) -> DecoderState:
+        return DecoderState(**{"c": None} | self.encoder(src=src, lengths=lengths))
+
+    def step(self, state: DecoderState, prev: torch.Tensor) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
+        out = self.decoder(prev=prev, **{n: getattr(state, n) for n in STATE if getattr(state, n) is not None})
+        new = DecoderState(out["h_next"], out.get("c_next"), out["feed_next"], state.memory, state.keys, state.mask)
+        return out["logits"], new, out["weights"]
+
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """(B, S), (B,), (B, T) gold target input -> (B, T, V) logits, feeding the gold tokens as Seq2Seq does in evaluation."""
+        state, logits = self.encode(src, src_lengths), []
+        for t in range(tgt_in.size(1)):
+            step_logits, state, _ = self.step(state, tgt_in[:, t])
+            logits.append(step_logits)
+        return torch.stack(logits, 1)
+
+
+def from_export(graphs: dict, state: dict) -> ExportedSeq2Seq:
+    return ExportedSeq2Seq(graphs["encoder"], graphs["decoder"], state["config"]["model"]["label_smoothing"])

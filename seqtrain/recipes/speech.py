@@ -20,10 +20,11 @@ from seqtrain.data.audio_files import AudioCollate, AudioFiles, Entry, Utterance
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.synthetic_audio import SyntheticAudio, class_names
 from seqtrain.data.tables import sort_labels
+from seqtrain.data.audio import Fbank
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.metrics import classification_metrics, confusion_matrix
 from seqtrain.models.audio_classifier import FEATURES, NORMALIZATIONS, AudioClassifier, Augmentation
-from seqtrain.recipes import Prepared
+from seqtrain.recipes import Graph, Prepared
 
 SOURCES = ("synthetic", "fsdd", "folder")
 FRONTENDS = ("torch", "torchaudio")
@@ -223,3 +224,88 @@ def predict(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 def log_samples(model: torch.nn.Module, vocab: dict, writer, step: int) -> None:
     """Nothing beyond the validation confusion-matrix image that every classifier recipe gets."""
+
+
+class FeaturesGraph(torch.nn.Module):
+    """Waveforms (B, N) and lengths (B,) in samples -> features (B, T, F) and frame lengths (B,).
+
+    `Fbank.frames` counts the frames with `int(frame_lengths.max())`, a Python number, which a tracer
+    records as a constant: the graph would serve one length only. While tracing, the frames come from
+    the padded width instead (`unfold`, a tensor op): the same frames for a batch padded to its longest
+    utterance, and only more padding frames, which everything after masks, for a wider one.
+    """
+
+    def __init__(self, features: torch.nn.Module):
+        super().__init__()
+        self.features = features
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        fbank = getattr(self.features, "fbank", self.features)  # an Mfcc's own Fbank
+        fbank.frames = lambda wave, lengths: (wave.unfold(1, fbank.size, fbank.shift), fbank.frame_lengths(lengths))
+        try:
+            return self.features(wave, lengths)
+        finally:
+            del fbank.frames
+
+
+class ClassifyGraph(torch.nn.Module):
+    """Features (B, T, F) and frame lengths (B,) -> class probabilities (B, C): normalisation and the CRDNN."""
+
+    def __init__(self, model: AudioClassifier):
+        super().__init__()
+        self.model = model
+
+    def forward(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        return self.model.crdnn(self.model.normalized(feats, frames), frames)["logits"].softmax(dim=-1)
+
+
+class ProbabilitiesGraph(torch.nn.Module):
+    """Waveforms (B, N) and lengths (B,) -> class probabilities (B, C), features inside."""
+
+    def __init__(self, model: AudioClassifier):
+        super().__init__()
+        self.features, self.classify = FeaturesGraph(model.features), ClassifyGraph(model)
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.classify(*self.features(wave, lengths))
+
+
+def export_graphs(model: AudioClassifier, vocab: dict, format: str) -> list[Graph]:
+    """Waveform to probabilities, traced on three padded rows of 1, 0.5 and 0.75 seconds. For ONNX the
+    features are a graph of their own, exported with torch.export (the TorchScript exporter has no FFT),
+    chained in front of the rest (torch.export cannot trace the packed recurrent stack)."""
+    fbank = getattr(model.features, "fbank", model.features)
+    if not isinstance(fbank, Fbank):
+        raise ConfigError("only runs with model.frontend=torch can be exported: torchaudio's Kaldi functions take one "
+                          "utterance at a time; seqtrain's own front end computes the same features, batched")
+    if not fbank.snip_edges or getattr(fbank, "subtract_mean", False) or fbank.dither:
+        raise ConfigError("an export computes features with snip_edges=true, no subtract_mean and no dither; this run's front end differs")
+    rate = vocab["sample_rate"]
+    lengths = torch.tensor([rate, rate // 2, 3 * rate // 4])
+    wave = torch.randn(3, rate) * 0.1 * (torch.arange(rate)[None] < lengths[:, None])  # (B, N)
+    axes = {"wave": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}, "probabilities": {0: "batch"}}
+    if format != "onnx":
+        return [Graph("model", ProbabilitiesGraph(model), {"wave": wave, "lengths": lengths}, ["probabilities"], axes)]
+    features = FeaturesGraph(model.features)
+    feats, frames = features(wave, lengths)
+    axes |= {"features": {0: "batch", 1: "frames"}, "frames": {0: "batch"}}
+    return [
+        Graph("model", features, {"wave": wave, "lengths": lengths}, ["features", "frames"], axes, dynamo=True),
+        Graph("model", ClassifyGraph(model), {"features": feats, "frames": frames}, ["probabilities"], axes),
+    ]
+
+
+class ExportedClassifier(torch.nn.Module):
+    """An export in the place of `AudioClassifier` for `predict`; log-probabilities, which `predict`'s
+    softmax turns back into the export's probabilities."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.graph = graph
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor, augment=None) -> dict[str, torch.Tensor]:
+        return {"logits": self.graph(wave=wave, lengths=lengths)["probabilities"].log()}
+
+
+def from_export(graphs: dict, state: dict) -> ExportedClassifier:
+    return ExportedClassifier(graphs["model"])
