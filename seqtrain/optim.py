@@ -79,16 +79,53 @@ def l1_penalty(params: list[torch.nn.Parameter]) -> torch.Tensor:
     return sum(p.abs().sum() for p in params if p.ndim >= 2)
 
 
+class TimeBudgetFactor:
+    """The LR factor of a schedule whose length is a wall-clock budget (`trainer.max_time` with no step or
+    epoch budget): linear warmup over steps, then a linear or cosine decay over the share of the budget
+    left after warmup, so the LR reaches its floor as the budget runs out on a fast machine or a slow one.
+
+    Progress is read from the trainer's training clock at every step rather than fixed by timing a few
+    steps up front: a calibration is wrong whenever the step rate changes (validation, bucketed batches
+    of other lengths, a busy machine), and a clock read needs no state beyond `elapsed` and
+    `warmup_end`, which LambdaLR checkpoints (it saves a callable object's attributes)."""
+
+    def __init__(self, name: str, warmup_steps: int, min_lr_ratio: float, budget_s: float):
+        self.name, self.warmup_steps, self.min_lr_ratio, self.budget_s = name, warmup_steps, min_lr_ratio, budget_s
+        self.elapsed = 0.0  # training seconds so far, over all resumes (set by Schedule.step)
+        self.warmup_end: Optional[float] = None  # training seconds when warmup ended
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:  # as LinearLR(1 / (w + 1), 1, total_iters=w) in the step-based schedule
+            start = 1.0 / (self.warmup_steps + 1)
+            return start + (1.0 - start) * step / self.warmup_steps
+        if self.warmup_end is None:
+            self.warmup_end = self.elapsed
+        left = self.budget_s - self.warmup_end
+        progress = 1.0 if left <= 0 else min(1.0, max(0.0, (self.elapsed - self.warmup_end) / left))
+        if self.name == "linear":
+            return 1.0 + (self.min_lr_ratio - 1.0) * progress
+        return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * (1.0 + math.cos(math.pi * progress)) / 2
+
+
 class Schedule:
     """A per-step LR schedule (warmup then decay) plus, for NewBob, an anneal on validation plateaus.
 
-    Both parts are `torch.optim.lr_scheduler` objects, so their state checkpoints with them.
+    Both parts are `torch.optim.lr_scheduler` objects, so their state checkpoints with them. Linear and
+    cosine decay run over `total_steps` when the run has a step or epoch budget; with only a time
+    budget (`time_budget_s`) they run over the training time instead (TimeBudgetFactor).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: SchedConfig, total_steps: int | None, mode: str):
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: SchedConfig, total_steps: int | None, mode: str,
+                 time_budget_s: float | None = None):
+        self.time_factor: Optional[TimeBudgetFactor] = None
         decay_steps = None if total_steps is None else max(1, total_steps - cfg.warmup_steps)
         if cfg.name in ("linear", "cosine") and decay_steps is None:
-            raise ConfigError(f"sched={cfg.name} needs a known length: set trainer.max_steps or trainer.max_epochs")
+            if time_budget_s is None:
+                raise ConfigError(f"sched={cfg.name} needs a known length: set trainer.max_steps, trainer.max_epochs or trainer.max_time")
+            self.time_factor = TimeBudgetFactor(cfg.name, cfg.warmup_steps, cfg.min_lr_ratio, time_budget_s)
+            self.per_step: lr_scheduler.LRScheduler = lr_scheduler.LambdaLR(optimizer, self.time_factor)
+            self.on_plateau: Optional[lr_scheduler.ReduceLROnPlateau] = None
+            return
         main: lr_scheduler.LRScheduler
         if cfg.name == "linear":
             main = lr_scheduler.LinearLR(optimizer, 1.0, cfg.min_lr_ratio, total_iters=decay_steps)
@@ -115,7 +152,10 @@ class Schedule:
                 optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold
             )
 
-    def step(self) -> None:
+    def step(self, elapsed: float = 0.0) -> None:
+        """After each optimiser step; `elapsed` is the run's training time so far (time budgets read it)."""
+        if self.time_factor is not None:
+            self.time_factor.elapsed = elapsed
         self.per_step.step()
 
     def validated(self, metric: float) -> None:

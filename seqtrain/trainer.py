@@ -159,7 +159,7 @@ def fit(
     optimizer = build_optimizer(params, optim_cfg)
     for group in optimizer.param_groups:
         group["lr"] *= distributed.lr_factor(cfg.scale_lr_with_world, world.size)
-    schedule = Schedule(optimizer, sched_cfg, total_steps, cfg.early_stopping.mode)
+    schedule = Schedule(optimizer, sched_cfg, total_steps, cfg.early_stopping.mode, time_budget_s=cfg.max_time)
     state = TrainState(world_size=world.size)
     ckpt_dir = run_dir / "checkpoints"
 
@@ -285,10 +285,10 @@ def fit(
                 optimizer.zero_grad(set_to_none=True)
                 if averaged is not None:
                     averaged.update_parameters(model)
-                schedule.step()
                 micro = 0
                 now = time.perf_counter()
                 state.elapsed = elapsed_before + now - fit_start
+                schedule.step(state.elapsed)
 
                 # 4c. Log a window of steps, its statistics and token counts summed over ranks.
                 if logging_now:

@@ -120,3 +120,63 @@ def test_schedule_state_round_trips():
     for _ in range(5):
         opt.step(), schedule.step(), fresh_opt.step(), fresh.step()
     assert fresh_opt.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
+
+
+def time_budget_lrs(sched: SchedConfig, clock: list[float], budget: float = 100.0) -> tuple[list[float], Schedule, torch.optim.Optimizer]:
+    """The LR before each step when step i ends at training time clock[i]."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    schedule = Schedule(opt, sched, None, mode="min", time_budget_s=budget)
+    out = []
+    for elapsed in clock:
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step(elapsed)
+    return out, schedule, opt
+
+
+@pytest.mark.parametrize("name", ["linear", "cosine"])
+def test_time_budget_schedules_reach_their_floor_when_the_budget_ends_at_any_step_rate(name):
+    sched = SchedConfig(name=name, min_lr_ratio=0.1)
+    fast, _, _ = time_budget_lrs(sched, [i * 0.5 for i in range(1, 201)])  # 200 steps of 0.5 s
+    slow, _, _ = time_budget_lrs(sched, [i * 5.0 for i in range(1, 21)])  # 20 steps of 5 s
+    assert fast[0] == slow[0] == 1.0
+    assert fast[100] == pytest.approx(slow[10]) == pytest.approx(0.55)  # half the budget: halfway, either shape
+    assert fast[-1] < 0.15 and slow[-1] < 0.15  # the last steps run near the floor
+    _, schedule, opt = time_budget_lrs(sched, [50.0, 100.0, 130.0])
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # at and past the budget: the floor
+
+
+def test_time_budget_cosine_has_the_shape_of_the_step_cosine():
+    sched = SchedConfig(name="cosine", min_lr_ratio=0.0)
+    by_time, _, _ = time_budget_lrs(sched, [float(i) for i in range(1, 101)])
+    by_steps = lrs(sched, 100, total=100)
+    for a, b in zip(by_time, by_steps):
+        assert a == pytest.approx(b, abs=1e-9)
+
+
+def test_time_budget_warmup_runs_over_steps_then_decays_over_the_time_left():
+    sched = SchedConfig(name="linear", warmup_steps=4, min_lr_ratio=0.0)
+    lr, _, _ = time_budget_lrs(sched, [10.0, 20.0, 30.0, 40.0, 70.0, 100.0])
+    assert lr[:5] == pytest.approx([0.2, 0.4, 0.6, 0.8, 1.0])  # as the step-based warmup
+    assert lr[5] == pytest.approx(0.5)  # warmup ended at 40 s: 70 s is halfway through the 60 s left
+
+
+def test_time_budget_state_resumes_the_same_lr():
+    sched = SchedConfig(name="cosine", warmup_steps=2, min_lr_ratio=0.1)
+    _, schedule, opt = time_budget_lrs(sched, [5.0, 10.0, 30.0])
+    state = schedule.state_dict()
+    fresh_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    fresh = Schedule(fresh_opt, sched, None, "min", time_budget_s=100.0)
+    fresh.load_state_dict(state)
+    fresh_opt.load_state_dict(opt.state_dict())
+    for s, o in ((schedule, opt), (fresh, fresh_opt)):
+        o.step()
+        s.step(55.0)
+    assert fresh_opt.param_groups[0]["lr"] == opt.param_groups[0]["lr"] < 1.0
+    assert fresh.time_factor.warmup_end == 10.0
+
+
+def test_linear_and_cosine_without_any_budget_are_a_config_error():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    with pytest.raises(ConfigError, match="needs a known length"):
+        Schedule(opt, SchedConfig(name="cosine"), None, "min")

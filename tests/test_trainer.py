@@ -1,5 +1,6 @@
 import io
 import json
+import math
 import os
 import signal
 from types import SimpleNamespace
@@ -45,12 +46,12 @@ def regression_task(summarize=None):
     return trainer.Task(torch.nn.Linear(3, 1), step, summarize or (lambda t: {"loss": float(t["sq"] / t["n"])}), collate)
 
 
-def fit_regression(tmp_path, task=None, shuffle=True, batch_size=8, **overrides):
+def fit_regression(tmp_path, task=None, shuffle=True, batch_size=8, sched=None, **overrides):
     cfg = trainer.TrainerConfig(**{"max_steps": 40, "log_every_steps": 5, "val_every_steps": 10, **overrides})
     meta = {"recipe": "toy", "config": {"model": {}}, "vocab": {}}
     task = task or regression_task()
     metrics = trainer.fit(
-        task, Regression(64, 1), Regression(32, 2), cfg, OptimConfig(name="sgd", lr=0.1), SchedConfig(),
+        task, Regression(64, 1), Regression(32, 2), cfg, OptimConfig(name="sgd", lr=0.1), sched or SchedConfig(),
         BatchingConfig(batch_size=batch_size), tmp_path, meta, shuffle_train=shuffle,
     )
     return task.model, metrics
@@ -114,6 +115,27 @@ def test_tokens_per_s_counts_training_time_only(tmp_path, monkeypatch):
     fit_regression(tmp_path, task=task, log_every_steps=5, val_every_steps=7)  # windows and validations interleave
     rates = [r["tokens_per_s"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["split"] == "train"]
     assert rates == [40.0] * 8  # 8 examples of 5 tokens per 1-second step, whatever validation took
+
+
+def test_a_time_budget_alone_sets_the_length_of_a_cosine_schedule(tmp_path, monkeypatch):
+    """trainer.max_time with no step or epoch budget: the LR follows the training clock and reaches its
+    floor when the budget ends (here each training step takes 1 s of a 40 s budget)."""
+    clock = {"now": 0.0}
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    task = regression_task()
+    real_step = task.step
+
+    def timed_step(model, batch):
+        clock["now"] += 1.0 if model.training else 0.0
+        return real_step(model, batch)
+
+    task.step = timed_step
+    fit_regression(tmp_path, task=task, sched=SchedConfig(name="cosine"), max_steps=None, max_time=40.0)
+    logged = {r["step"]: r["lr"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["split"] == "train"}
+    assert max(logged) == 40  # the budget ended the run
+    for step, lr in logged.items():  # the LR for the step after `step`, at `step` seconds of 40
+        assert lr == pytest.approx(0.1 * (1 + math.cos(math.pi * step / 40)) / 2, abs=1e-12)
+    assert logged[40] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
