@@ -171,10 +171,12 @@ def tune(
     result = study_report.report(report, storage)
     table = Table(title=f"study {result.study_dir} ({result.metric})")
     for column in ["trial", "state", "value", "params", "run dir"]:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # run dirs are to be copied: folded, never cut
     for row in result.rows:
         table.add_row(*row.values())
-    Console().print(table)
+    out = Console()
+    out.width = out.width if out.is_terminal else 200  # in a file or a pipe, one line per trial
+    out.print(table)
     if result.best:
         console.print(f"best: trial {result.best['trial']}, {result.metric} {result.best['value']:.4g}; "
                       f"in {result.study_dir / 'best.json'}, to train it again:\n  {result.best['command']}")

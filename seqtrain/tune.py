@@ -25,7 +25,7 @@ from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLAlchemyError
 
 from seqtrain import checkpoint, monitor, runs, search_space
 from seqtrain.config import compose
@@ -90,16 +90,23 @@ def _continue_command(recipe: str, overrides: list[str], options: TuneOptions, n
 
 
 def open_storage(url: str, heartbeat: int | None) -> RDBStorage:
-    """The study's database; SQLite waits for a busy database rather than failing when workers write at once."""
-    try:
-        return RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
-            heartbeat_interval=heartbeat,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES) if heartbeat else None,
-        )
-    except (SQLAlchemyError, ImportError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"cannot open the study storage {_shown(url)}: {reason}") from e
+    """The study's database; SQLite waits for a busy database rather than failing when workers write at
+    once. Workers that start together on a new database race to create its tables: the losers try again."""
+    for attempt in range(3):
+        try:
+            return RDBStorage(
+                url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                heartbeat_interval=heartbeat,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES) if heartbeat else None,
+            )
+        except (IntegrityError, ProgrammingError) as e:
+            error = e
+            time.sleep(1)
+        except (SQLAlchemyError, ImportError, ValueError) as e:
+            error = e
+            break
+    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise ConfigError(f"cannot open the study storage {_shown(url)}: {reason}") from error
 
 
 class Objective:
