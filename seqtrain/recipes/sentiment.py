@@ -288,6 +288,9 @@ def export_graphs(model: SequenceClassifier, vocab: dict, format: str) -> list[G
     inputs = {"tokens": torch.randint(4, len(tokenizer_from_dict(vocab["tokenizer"])), (3, 5)) * real, "lengths": lengths}
     axes = {"tokens": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probabilities": {0: "batch"}}
     if vocab.get("subword_buckets", 0):
+        if format == "onnx":
+            raise ConfigError("a run with data.subword_buckets exports as --format torchscript only: the ONNX exporter "
+                              "has no EmbeddingBag with a padding index")
         inputs["subwords"] = torch.randint(1, vocab["subword_buckets"], (3, 5, 4)) * real[..., None]
         axes["subwords"] = {0: "batch", 1: "time", 2: "ngrams"}
     return [Graph("model", ProbabilitiesGraph(model), inputs, ["probabilities"], axes)]
