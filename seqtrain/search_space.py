@@ -107,7 +107,7 @@ def check(recipe: str, plain: list[str], params: list[Param]) -> RunConfig:
     objective = first.trainer.early_stopping
     for i, p in enumerate(params):
         for extreme in p.extremes():
-            cfg = compose(recipe, [*plain, *firsts[:i], extreme, *firsts[i + 1:]])
+            cfg = first if extreme == firsts[i] else compose(recipe, [*plain, *firsts[:i], extreme, *firsts[i + 1:]])
             _refuse_mismatch(p, _at(cfg.resolved, p.key))  # a text field whose default is null takes a number as text
             if (cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode) != (objective.monitor, objective.mode):
                 raise ConfigError(f"{p.key}: the objective (trainer.early_stopping.monitor and mode) must be the same in every trial")

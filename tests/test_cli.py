@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from typer.testing import CliRunner
 
 from conftest import tiny_overrides
@@ -72,6 +73,14 @@ def test_multirun_makes_one_run_dir_per_combination_and_a_summary(corpus, tmp_pa
     assert [r["overrides"] for r in summary] == ["optim.lr=0.001", "optim.lr=0.003"]
     assert all((parent / str(i) / "checkpoints" / "last.pt").is_file() for i in range(2))
     assert "optim.lr=0.003" in result.stdout
+    events = EventAccumulator(str(parent / "1"))  # each run's swept values and final metrics, for the HParams dashboard
+    events.Reload()
+    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams") and "hparams/loss" in events.Tags()["scalars"]
+
+
+def test_multirun_points_interval_sweeps_to_tune():
+    result = seqtrain("fit", "-m", "recipe=char_lm", "optim.lr=interval(1e-4, 1e-2)")
+    assert result.exit_code == 2 and "use seqtrain tune" in result.stderr
 
 
 @pytest.mark.parametrize(
