@@ -27,18 +27,24 @@ class Report:
 
 
 def report(study_dir: Path, storage: str | None = None) -> Report:
-    """Read the study of a study dir (from its own storage, or `storage` where study.json's URL lacks
-    the password it left out) and write best.json and the plots there."""
+    """Read a study dir's study and write best.json and the plots there."""
+    study = load(study_dir, storage)
+    with quiet_optuna():
+        return summarize(study, study_dir)
+
+
+def load(study_dir: Path, storage: str | None = None) -> optuna.Study:
+    """The study of a study dir, from the storage its study.json names (or `storage`, where that URL
+    needs the password study.json leaves out)."""
     info_file = study_dir / "study.json"
     if not info_file.is_file():
         raise ConfigError(f"{study_dir} is not a study dir (no study.json)")
     info = json.loads(info_file.read_text())
     with quiet_optuna():
         try:
-            study = optuna.load_study(study_name=info["study"], storage=open_storage(storage or info["storage"], None))
+            return optuna.load_study(study_name=info["study"], storage=open_storage(storage or info["storage"], None))
         except KeyError as e:
             raise ConfigError(f"no study {info['study']!r} in {storage or info['storage']}") from e
-        return summarize(study, study_dir)
 
 
 def summarize(study: optuna.Study, study_dir: Path) -> Report:

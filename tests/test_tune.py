@@ -27,6 +27,7 @@ from typer.testing import CliRunner
 from conftest import tiny_overrides
 from seqtrain.cli import app
 from seqtrain.config import compose
+from seqtrain.study_report import load
 
 runner = CliRunner()
 SPACE = ["optim.lr=choice(1e-2, 1e-7)", "model.dropout=interval(0.0, 0.2)"]
@@ -35,11 +36,6 @@ SPACE = ["optim.lr=choice(1e-2, 1e-7)", "model.dropout=interval(0.0, 0.2)"]
 def tune_args(corpus: Path, study_dir: Path, *extra: str, steps: int = 20) -> list[str]:
     return ["tune", "recipe=char_lm", *tiny_overrides(corpus, f"trainer.max_steps={steps}", "trainer.val_every_steps=5"),
             f"run_dir={study_dir}", *SPACE, *extra]
-
-
-def study_of(study_dir: Path, storage: str | None = None) -> optuna.Study:
-    info = json.loads((study_dir / "study.json").read_text())
-    return optuna.load_study(study_name=info["study"], storage=storage or info["storage"])
 
 
 def start_worker(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -62,7 +58,7 @@ def small_study(corpus, tmp_path_factory):
 
 def test_a_study_runs_its_trials_as_run_dirs_and_reports_the_best(small_study):
     study_dir, result = small_study
-    trials = study_of(study_dir).get_trials()
+    trials = load(study_dir).get_trials()
     assert len(trials) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     for t in trials:
         for name in ("config.yaml", "overrides.yaml", "checkpoints/last.pt", "checkpoints/best.pt", "metrics.jsonl"):
@@ -87,7 +83,7 @@ def test_best_json_reproduces_the_best_trial_s_config(small_study):
 
 def test_a_pruned_trial_stops_at_that_validation_keeps_its_checkpoint_and_says_so(small_study):
     study_dir, result = small_study
-    pruned = [t for t in study_of(study_dir).get_trials() if t.state == TrialState.PRUNED]
+    pruned = [t for t in load(study_dir).get_trials() if t.state == TrialState.PRUNED]
     assert pruned, "the seeded study prunes its 1e-7 trials after the first 1e-2 trial"
     for t in pruned:
         steps = [json.loads(line)["step"] for line in (study_dir / str(t.number) / "metrics.jsonl").read_text().splitlines()]
@@ -109,7 +105,7 @@ def test_report_prints_a_study_again_without_training(small_study):
     result = runner.invoke(app, ["tune", "--report", str(study_dir)])
     assert result.exit_code == 0, result.output
     assert result.stdout == first.stdout  # the table
-    assert len(study_of(study_dir).get_trials()) == 4
+    assert len(load(study_dir).get_trials()) == 4
 
 
 def run_workers(args: list[str], cwd: Path, count: int = 2) -> list[subprocess.CompletedProcess]:
@@ -130,7 +126,7 @@ def assert_shared_exactly(study: optuna.Study, done: list[subprocess.CompletedPr
 def test_two_workers_on_one_sqlite_study_run_exactly_the_trials_it_asks_for(corpus, tmp_path):
     args = [*tune_args(corpus, tmp_path / "study", "--trials", "3", "--study", "shared", "--heartbeat", "1", "--pruner", "none", steps=10)]
     done = run_workers(args, tmp_path)
-    assert_shared_exactly(study_of(tmp_path / "study"), done, 3)
+    assert_shared_exactly(load(tmp_path / "study"), done, 3)
 
 
 def test_a_killed_worker_s_trial_fails_by_its_heartbeat_and_runs_again(corpus, tmp_path):
@@ -141,14 +137,14 @@ def test_a_killed_worker_s_trial_fails_by_its_heartbeat_and_runs_again(corpus, t
     while time.monotonic() < deadline:  # until its first trial has reported a validation
         time.sleep(0.2)
         if (tmp_path / "study" / "study.json").is_file() and any(
-            t.state == TrialState.RUNNING and t.intermediate_values for t in study_of(tmp_path / "study").get_trials()
+            t.state == TrialState.RUNNING and t.intermediate_values for t in load(tmp_path / "study").get_trials()
         ):
             break
     doomed.send_signal(signal.SIGKILL)
     doomed.communicate()
     [survivor] = run_workers(args, tmp_path, count=1)
     assert survivor.returncode == 0, survivor.stderr[-3000:]
-    trials = study_of(tmp_path / "study").get_trials()
+    trials = load(tmp_path / "study").get_trials()
     [lost] = [t for t in trials if t.number == 0]
     [retry] = [t for t in trials if RetryHeartbeatStaleTrialCallback.retried_trial_number(t) == 0]
     assert lost.state == TrialState.FAIL and retry.state == TrialState.COMPLETE and retry.params == lost.params
