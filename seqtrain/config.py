@@ -78,13 +78,16 @@ def compose(recipe: str, overrides: list[str]) -> RunConfig:
     module = recipes.get(recipe)
     schemas = {"model": module.ModelConfig, "data": module.DataConfig, "optim": OptimConfig, "sched": SchedConfig, "trainer": TrainerConfig}
     _refuse_unknown_keys(raw, OmegaConf.create({**{k: OmegaConf.structured(c) for k, c in schemas.items()}, **dict.fromkeys(TOP_LEVEL)}), "")
+    trainer = _typed(raw, "trainer", TrainerConfig)
+    if trainer.bagging and not recipes.is_classifier(module):
+        raise ConfigError(f"trainer.bagging averages class probabilities, so only a classifier recipe's runs can be bagged; {recipe} is not one")
     return RunConfig(
         recipe=recipe,
         model=_typed(raw, "model", module.ModelConfig),
         data=_typed(raw, "data", module.DataConfig),
         optim=_typed(raw, "optim", OptimConfig),
         sched=_typed(raw, "sched", SchedConfig),
-        trainer=_typed(raw, "trainer", TrainerConfig),
+        trainer=trainer,
         run_dir=raw.run_dir,
         split=raw.split,
         overrides=list(overrides),
@@ -231,6 +234,8 @@ def for_fit(recipe: str, overrides: list[str]) -> RunConfig:
     cfg = load_run_config(run_dir, overrides)
     if cfg.recipe != recipe:
         raise ConfigError(f"trainer.resume={run_dir} is a run of recipe {cfg.recipe}, not {recipe}")
+    if any(o.lstrip("+~").startswith("trainer.bagging") for o in overrides) and load_run_config(run_dir).trainer.bagging != cfg.trainer.bagging:
+        raise ConfigError(f"trainer.bagging cannot change when a run resumes: {run_dir} keeps the members it was started with")
     return cfg
 
 

@@ -56,6 +56,21 @@ def log_hparams(run_dir: Path, hparams: dict[str, Any], metrics: dict[str, float
             writer.add_scalar(tag, value)
 
 
+def log_ensemble(run_dir: Path, members: list[dict[str, float]], ensemble: dict[str, float]) -> None:
+    """A bagged run's own log (its members log their training in their own dirs): each member's
+    validation metrics at step = its index, then the ensemble's at step = the number of members, in
+    metrics.jsonl and TensorBoard (`member/*`, `ensemble/*`). Written whole once the last member is
+    done, so a resumed run's replaces the earlier one (purge_step=0 hides the old points)."""
+    records = [{"split": "member", "step": i, **m} for i, m in enumerate(members)]
+    records.append({"split": "ensemble", "step": len(members), **ensemble})
+    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    with SummaryWriter(str(run_dir), purge_step=0) as writer:
+        for record in records:
+            for name, value in record.items():
+                if name not in ("split", "step"):
+                    writer.add_scalar(f"{record['split']}/{name}", value, record["step"])
+
+
 class Monitor:
     """`start_step` > 0 continues a run from its checkpoint at that step: whatever was logged after it
     (by the process that was killed) is dropped, because those steps are about to be trained again."""

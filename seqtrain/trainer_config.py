@@ -37,6 +37,7 @@ class TrainerConfig:
     seed: int = 1234
     resume: Optional[str] = None  # a run dir to continue in
     init_from: Optional[str] = None  # a run dir whose weights (matching names and shapes) start a new run
+    bagging: Optional[int] = None  # K: K members on bootstrap resamples, one ensemble run dir (runs.py; not read by the trainer)
     ema_decay: Optional[float] = None  # validate, keep and use a moving average of the weights (e.g. 0.999)
     log_every_steps: int = 50
     log_histograms_every: int = 0  # 0 = never
@@ -55,6 +56,10 @@ class TrainerConfig:
             raise ConfigError("trainer.grad_accum and trainer.log_every_steps must be >= 1")
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"trainer.ema_decay must be between 0 and 1 (e.g. 0.999) or null, got {self.ema_decay}")
+        if self.bagging is not None and self.bagging < 2:
+            raise ConfigError(f"trainer.bagging must be the number of members, at least 2, or null; got {self.bagging}")
+        if self.bagging and self.init_from:
+            raise ConfigError("trainer.bagging trains its members from scratch; it does not combine with trainer.init_from")
         if self.devices < 1:
             raise ConfigError(f"trainer.devices must be >= 1, got {self.devices}")
         if self.scale_lr_with_world not in ("none", "linear", "sqrt"):

@@ -8,8 +8,10 @@ different batch counts hang DDP), and an epoch can be resumed from any batch.
 
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import torch
 
@@ -111,6 +113,32 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         yield from self._batches()[self.start_batch :]
+
+
+class Resampled(torch.utils.data.Dataset):
+    """The examples of `dataset` at `indices` (repeats allowed), with their `lengths` for bucketing."""
+
+    def __init__(self, dataset: Any, indices: list[int]):
+        self.dataset = dataset
+        self.indices = indices
+        self.lengths = [dataset.lengths[i] for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[self.indices[index]]
+
+
+def bootstrap(dataset: Any, seed: int, member: int) -> Resampled:
+    """Member `member`'s bootstrap resample of `dataset` (trainer.bagging): as many examples as it has,
+    drawn uniformly with replacement, so each member sees about 63% of the distinct examples, some
+    several times. The draw is a function of (seed, member) alone, on every rank and every machine:
+    Python's generator seeded with text is, and its `random()` stream is the one Python promises to
+    keep across versions."""
+    rng = random.Random(f"bootstrap {seed} {member}")
+    n = len(dataset)
+    return Resampled(dataset, [math.floor(rng.random() * n) for _ in range(n)])
 
 
 @dataclass
