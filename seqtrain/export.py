@@ -64,7 +64,7 @@ def export(run_dir: Path, format: str, out: Path | None, which: str) -> Path:
     try:
         manifest = {
             "seqtrain_version": __version__, "recipe": state["recipe"], "format": format, "checkpoint": str(path),
-            "step": state.get("step"), "graphs": {},
+            "step": state.get("trainer", {}).get("step"), "metrics": state.get("metrics"), "graphs": {},
         }
         if format == "onnx":
             manifest |= {"exporter": "torch.onnx (TorchScript-based; speech features: torch.export)", "opset": OPSET}
