@@ -116,7 +116,7 @@ def fit(
         raise ConfigError("a sweep trains its runs one after another in this process; drop trainer.devices or launch each run alone")
     parent, results = runs.sweep(recipe, rest, console)
     table = Table(title=f"sweep {parent}")
-    metric_names = sorted({k for r in results for k in r.get("metrics", {})})
+    metric_names = sorted({k for r in results for k, v in r.get("metrics", {}).items() if isinstance(v, (int, float))})  # a bagged run's members: in sweep.json
     for column in ["run", "overrides", *metric_names]:
         table.add_column(column)
     for r in results:

@@ -198,3 +198,16 @@ def test_sigterm_to_a_two_process_run_saves_says_how_to_resume_and_the_resume_fi
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from step {stopped_at}" in resumed.stderr
     assert torch.load(last, weights_only=True)["trainer"]["step"] == stopped_at + 4
+
+
+def test_a_bagged_run_trains_its_members_one_after_another_on_two_processes(tmp_path):
+    run_dir = tmp_path / "bag"
+    result = seqtrain_subprocess(
+        "fit", "recipe=sentiment", *RECIPES["sentiment"][1], "data.batch_size=16", "trainer.max_time=null", "trainer.max_epochs=null",
+        "trainer.max_steps=3", "trainer.bagging=2", "trainer.devices=2", f"run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("bagged run dir:") == 1 and result.stdout.count("\n") == 1  # rank 1 prints nothing
+    assert len(json.loads(result.stdout)["members"]) == 2
+    for i in range(2):
+        assert torch.load(run_dir / "members" / str(i) / "checkpoints" / "last.pt", weights_only=True)["trainer"]["world_size"] == 2
+    assert [json.loads(line)["split"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == ["member", "member", "ensemble"]

@@ -1,0 +1,173 @@
+"""trainer.bagging=K (seqtrain/runs.py, the resample in seqtrain/data/sampler.py): K sentiment members on
+bootstrap resamples in one run dir, which evaluate and sample treat as one averaged ensemble; resume
+continues the member that was stopped; bad values and recipes that cannot be bagged are one line."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from typer.testing import CliRunner
+
+from seqtrain import checkpoint, runs
+from seqtrain.cli import app
+from seqtrain.config import compose
+from seqtrain.data.sampler import bootstrap
+from seqtrain.recipes import sentiment
+from seqtrain.trainer_config import TrainerConfig
+
+runner = CliRunner()
+TINY = [
+    "model.embedding_dim=16", "model.hidden_size=16", "data.batch_size=32", "data.n_train=400", "data.n_valid=100",
+    "trainer.max_time=null", "trainer.max_epochs=null", "trainer.max_steps=6", "trainer.val_every_steps=3",
+]
+
+
+def seqtrain(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def fit(*overrides):
+    result = seqtrain("fit", "recipe=sentiment", *TINY, *overrides)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+class Lengths:
+    def __init__(self, n):
+        self.lengths = [i % 7 + 1 for i in range(n)]
+
+    def __len__(self):
+        return len(self.lengths)
+
+    def __getitem__(self, i):
+        return ("example", i)
+
+
+def test_a_bootstrap_resample_is_seed_determined_as_large_as_the_split_drawn_with_replacement():
+    data = Lengths(2000)
+    first = bootstrap(data, seed=1234, member=0)
+    assert first.indices == bootstrap(data, seed=1234, member=0).indices
+    assert first.indices != bootstrap(data, seed=1234, member=1).indices != bootstrap(data, seed=7, member=1).indices
+    assert len(first) == len(data) and all(0 <= i < len(data) for i in first.indices)
+    assert 0.6 < len(set(first.indices)) / len(data) < 0.67  # 1 - 1/e of the examples, some several times
+    assert [first[j] for j in range(3)] == [("example", i) for i in first.indices[:3]]
+    assert first.lengths == [data.lengths[i] for i in first.indices]
+
+
+def test_each_member_has_its_seed_and_an_even_share_of_the_time_budget():
+    cfg = TrainerConfig(max_time=1200, bagging=5, seed=7)
+    assert runs.member_overrides(cfg, 2, Path("bag/members/2"), resume=False) == [
+        "run_dir=bag/members/2", "trainer.resume=null", "trainer.seed=9", "trainer.bagging=null", "trainer.max_time=240.0"]
+    assert "trainer.resume=bag/members/2" in runs.member_overrides(TrainerConfig(max_steps=9, bagging=5), 2, Path("bag/members/2"), resume=True)
+
+
+@pytest.fixture(scope="module")
+def bag(tmp_path_factory):
+    """A bagged run of 3 members; `trained_on` holds the training set each member's trainer.fit got."""
+    run_dir, trained_on = tmp_path_factory.mktemp("bagging") / "bag", []
+    real_fit = runs.trainer.fit
+
+    def recording_fit(task, train_set, *args, **kwargs):
+        trained_on.append(train_set)
+        return real_fit(task, train_set, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runs.trainer, "fit", recording_fit)
+        final = fit("trainer.bagging=3", f"run_dir={run_dir}")
+    return run_dir, final, trained_on
+
+
+def test_a_bagged_run_trains_its_members_on_bootstrap_resamples_into_one_run_dir(bag):
+    run_dir, final, trained_on = bag
+    members = runs.member_run_dirs(run_dir)
+    assert members == [run_dir / "members" / str(i) for i in range(3)]
+    full = sentiment.prepare(compose("sentiment", TINY).data, None, ("train",)).splits["train"]
+    assert [t.indices for t in trained_on] == [bootstrap(full, 1234, i).indices for i in range(3)]
+    vocab = json.loads((run_dir / "vocab.json").read_text())
+    for i, member in enumerate(members):
+        state = checkpoint.load(member / "checkpoints" / "last.pt")
+        assert state["trainer"]["step"] == 6 and state["vocab"] == vocab  # one vocabulary, from the whole split
+        assert state["config"]["trainer"]["seed"] == 1234 + i and state["config"]["trainer"]["bagging"] is None
+    assert final["run_dir"] == str(run_dir) and len(final["members"]) == 3 and 0 <= final["accuracy"] <= 1
+
+
+def test_the_bag_logs_each_member_and_the_ensemble(bag):
+    run_dir, final, _ = bag
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["step"]) for r in records] == [("member", 0), ("member", 1), ("member", 2), ("ensemble", 3)]
+    assert [r["accuracy"] for r in records] == [m["accuracy"] for m in final["members"]] + [final["accuracy"]]
+    events = EventAccumulator(str(run_dir))
+    events.Reload()
+    assert [e.step for e in events.Scalars("member/accuracy")] == [0, 1, 2]
+    assert [e.value for e in events.Scalars("ensemble/nll")] == [pytest.approx(final["nll"])]
+
+
+def test_evaluate_and_sample_treat_a_bagged_run_as_the_ensemble_of_its_members(bag):
+    run_dir, final, _ = bag
+    members = runs.member_run_dirs(run_dir)
+    report = json.loads(seqtrain("evaluate", run_dir).stdout)
+    assert report == json.loads(seqtrain("evaluate", *members).stdout)
+    assert [m["run_dir"] for m in report["members"]] == [str(m) for m in members]
+    assert report["ensemble"]["accuracy"] == final["accuracy"] and report["ensemble"]["nll"] == pytest.approx(final["nll"])
+    text = "the story is somewhat dull and extremely charming"
+    alone = [json.loads(seqtrain("sample", member, "--text", text).stdout)["probabilities"]["positive"] for member in members]
+    together = json.loads(seqtrain("sample", run_dir, "--text", text).stdout)
+    assert together["probabilities"]["positive"] == pytest.approx(sum(alone) / 3, abs=2e-4)
+
+
+def test_a_bagged_run_stopped_mid_member_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path, monkeypatch):
+    common = ["trainer.bagging=2", "model.dropout=0.2"]
+    fit(*common, f"run_dir={tmp_path / 'whole'}")
+
+    real_step, calls = sentiment.step, {"n": 0}
+
+    def step_then_sigterm(model, batch):
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] == 8:  # member 1's second step
+                os.kill(os.getpid(), signal.SIGTERM)
+        return real_step(model, batch)
+
+    monkeypatch.setattr(sentiment, "step", step_then_sigterm)
+    stopped = seqtrain("fit", "recipe=sentiment", *TINY, *common, f"run_dir={tmp_path / 'stopped'}")
+    assert stopped.exit_code == 130
+    assert f"resume with: seqtrain fit recipe=sentiment trainer.resume={tmp_path / 'stopped'}\n" in stopped.stderr
+    monkeypatch.setattr(sentiment, "step", real_step)
+    resumed = seqtrain("fit", "recipe=sentiment", f"trainer.resume={tmp_path / 'stopped'}")
+    assert resumed.exit_code == 0, resumed.output
+    assert "resumed from step 6" in resumed.stderr and "resumed from step 2" in resumed.stderr  # member 0 was done
+    for i in range(2):
+        whole = checkpoint.load(tmp_path / "whole" / "members" / str(i) / "checkpoints" / "last.pt")["model"]
+        again = checkpoint.load(tmp_path / "stopped" / "members" / str(i) / "checkpoints" / "last.pt")["model"]
+        assert whole.keys() == again.keys() and all(torch.equal(v, again[k]) for k, v in whole.items())
+
+
+@pytest.mark.parametrize("args, message", [
+    (["recipe=sentiment", "trainer.bagging=0"], "trainer.bagging must be the number of members, at least 2, or null; got 0"),
+    (["recipe=sentiment", "trainer.bagging=-3"], "trainer.bagging must be the number of members, at least 2, or null; got -3"),
+    (["recipe=speech", "trainer.bagging=1"], "trainer.bagging must be the number of members, at least 2, or null; got 1"),
+    (["recipe=char_lm", "trainer.bagging=3"], "trainer.bagging averages class probabilities, so only a classifier recipe's runs can be bagged; char_lm is not one"),
+    (["recipe=seq2seq", "trainer.bagging=3"], "seq2seq is not one"),
+])
+def test_bad_bagging_is_one_line_exit_2_and_creates_nothing(tmp_path, args, message):
+    result = seqtrain("fit", *args, f"run_dir={tmp_path / 'run'}")
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_bagged_run_is_resumed_and_fine_tuned_from_as_a_whole_or_refused_in_one_line(bag, tmp_path):
+    run_dir, _, _ = bag
+    for args, message in [
+        ([f"trainer.resume={run_dir / 'members' / '1'}"], f"is a member of the bagged run {run_dir}, which resumes as a whole: trainer.resume={run_dir}"),
+        ([f"trainer.resume={run_dir}", "trainer.bagging=4"], "trainer.bagging cannot change when a run resumes"),
+        ([f"trainer.init_from={run_dir}", f"run_dir={tmp_path / 'new'}"], f"start from one member, e.g. trainer.init_from={run_dir / 'members' / '0'}"),
+        (["trainer.bagging=2", f"trainer.init_from={run_dir / 'members' / '0'}"], "does not combine with trainer.init_from"),
+    ]:
+        result = seqtrain("fit", "recipe=sentiment", *args)
+        assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "new").exists()
