@@ -1,4 +1,5 @@
-"""What the commands do with run dirs: fit a config, sweep, load a trained model, evaluate, sample.
+"""What the commands do with run dirs: fit a config (one run, or a bagged one of several members), sweep,
+load a trained model, evaluate, sample.
 
 Classifier recipes (see `recipes.Classifier`) are evaluated and sampled generically, alone or as an
 ensemble, by `seqtrain/ensembles.py`; other recipes evaluate with their own step and sample their own way.
@@ -15,7 +16,7 @@ from rich.console import Console
 
 from seqtrain import checkpoint, distributed, ensembles, exported, monitor, recipes, trainer
 from seqtrain.config import RunConfig, compose, expand_sweeps, load_run_config, new_run_dir, override_values, run_recipe, save_run_config
-from seqtrain.data.sampler import bootstrap
+from seqtrain.data.sampler import BucketBatchSampler, bootstrap
 from seqtrain.errors import CheckpointError, ConfigError, Interrupted, SeqtrainError
 from seqtrain.metrics import confusion_image
 from seqtrain.recipes import SampleOptions
@@ -81,7 +82,7 @@ def _train(cfg: RunConfig, module: Any, prepared: recipes.Prepared, train_set: t
     return run_dir, metrics
 
 
-def _task(cfg: RunConfig, module: Any, prepared: recipes.Prepared, train_set: trainer.SizedDataset) -> tuple[trainer.Task, Any]:
+def _task(cfg: RunConfig, module: Any, prepared: recipes.Prepared, train_set: trainer.SizedDataset) -> tuple[trainer.Task, BucketBatchSampler]:
     """A freshly seeded model as the trainer's task, and the training sampler that preflight checked."""
     trainer.seed_everything(cfg.trainer.seed)
     model = module.build_model(cfg.model, prepared.vocab)

@@ -3,7 +3,8 @@
 Examples of similar length go together so that little compute is spent on padding; which examples,
 and the order of batches, are shuffled each epoch, deterministically from (seed, epoch). Batches are
 sharded across ranks so that every rank gets the same number of disjoint batches (ranks with
-different batch counts hang DDP), and an epoch can be resumed from any batch.
+different batch counts hang DDP), and an epoch can be resumed from any batch. `bootstrap` draws the
+resample that each member of a bagged run (trainer.bagging) trains on.
 """
 
 from __future__ import annotations
@@ -133,9 +134,9 @@ class Resampled(torch.utils.data.Dataset):
 def bootstrap(dataset: Any, seed: int, member: int) -> Resampled:
     """Member `member`'s bootstrap resample of `dataset` (trainer.bagging): as many examples as it has,
     drawn uniformly with replacement, so each member sees about 63% of the distinct examples, some
-    several times. The draw is a function of (seed, member) alone, on every rank and every machine:
-    Python's generator seeded with text is, and its `random()` stream is the one Python promises to
-    keep across versions."""
+    several times. The draw depends on the seed, the member and the split's size alone, so every rank
+    and every machine draws the same: a text seed does not go through Python's salted `hash`, and
+    `random()`'s stream is the one Python promises to keep across versions."""
     rng = random.Random(f"bootstrap {seed} {member}")
     n = len(dataset)
     return Resampled(dataset, [math.floor(rng.random() * n) for _ in range(n)])
