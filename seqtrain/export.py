@@ -98,20 +98,17 @@ def describe(tensors: dict[str, torch.Tensor], axes: dict[str, dict[int, str]]) 
              "shape": [axes.get(name, {}).get(i, size) for i, size in enumerate(t.shape)]} for name, t in tensors.items()]
 
 
-def needs(package: str):
-    """Import onnx / onnxruntime, or say how to install them (the `export` extra)."""
-    import importlib
-
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        raise ConfigError(f"ONNX export needs {package}: pip install 'seqtrain[export]' (onnx, onnxruntime, onnxscript)") from None
+def missing(error: ImportError) -> ConfigError:
+    return ConfigError(f"ONNX needs {error.name}: pip install 'seqtrain[export]' (onnx, onnxruntime, onnxscript)")
 
 
 def write_onnx(chain: list[Graph], file: Path, recipe: str) -> None:
-    onnx = needs("onnx")
-    needs("onnxscript")  # the torch.export-based exporter's ops
-    import onnx.compose
+    try:
+        import onnx
+        import onnx.compose
+        import onnxscript  # noqa: F401  the torch.export-based exporter's ops
+    except ImportError as e:
+        raise missing(e) from None
 
     protos = []
     for graph in chain:

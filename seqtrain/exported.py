@@ -16,7 +16,7 @@ import torch
 
 from seqtrain import recipes
 from seqtrain.errors import CheckpointError, ConfigError
-from seqtrain.export import FORMATS, MANIFEST, needs
+from seqtrain.export import FORMATS, MANIFEST, missing
 
 
 def home(path: Path) -> Path | None:
@@ -67,7 +67,10 @@ class ExportedGraph:
 
 class OnnxGraph(ExportedGraph):
     def __init__(self, file: Path, spec: dict, recipe: str):
-        onnxruntime = needs("onnxruntime")
+        try:
+            import onnxruntime
+        except ImportError as e:
+            raise missing(e) from None
         super().__init__(spec)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
