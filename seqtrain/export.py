@@ -30,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-from seqtrain import __version__, recipes
+from seqtrain import __version__
 from seqtrain.errors import CheckpointError, ConfigError
 from seqtrain.recipes import Graph
 
