@@ -71,8 +71,8 @@ def tune(recipe: str, overrides: list[str], options: TuneOptions, console: Conso
             study_dir.mkdir(parents=True, exist_ok=True)  # for SQLite's file; a named database is reached first
         storage = open_storage(url, options.heartbeat)
         study_dir.mkdir(parents=True, exist_ok=True)
-        (study_dir / "study.json").write_text(json.dumps({"study": name, "storage": _shown(url)}, indent=1))
         study = _open_study(storage, name, identity, sampler, _pruner(options))
+        (study_dir / "study.json").write_text(json.dumps({"study": name, "storage": _shown(url)}, indent=1))
         command = _continue_command(recipe, overrides, options, name)
         objective = Objective(study, study_dir, recipe, plain, params, goal.monitor, options.pruner, trials, command, console)
         _work(study, objective, trials, options, console)
@@ -189,7 +189,7 @@ def _work(study: optuna.Study, objective: Objective, trials: int, options: TuneO
         if len(taken) < trials or any(t.state == TrialState.WAITING for t in taken):
             study.optimize(objective, n_trials=1, catch=(TrialFailed,), callbacks=[announce])
         else:
-            time.sleep(options.heartbeat)
+            time.sleep(min(options.heartbeat, 5))  # soon after the last trial ends, this worker ends too
     console.print(f"--timeout {options.timeout:g}s reached: this worker starts no more trials")
 
 

@@ -30,6 +30,7 @@ from seqtrain.config import compose
 from seqtrain.study_report import load
 
 runner = CliRunner()
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # retry_history and co.
 SPACE = ["optim.lr=choice(1e-2, 1e-7)", "model.dropout=interval(0.0, 0.2)"]
 
 
@@ -211,3 +212,8 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(space, options, messag
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_of_a_dir_that_holds_no_study_is_one_line(tmp_path):
+    result = runner.invoke(app, ["tune", "--report", str(tmp_path)])
+    assert result.exit_code == 2 and result.stderr == f"error: {tmp_path} is not a study dir (no study.json)\n"
