@@ -85,6 +85,7 @@ def test_a_bagged_run_trains_its_members_on_bootstrap_resamples_into_one_run_dir
     run_dir, final, trained_on = bag
     members = runs.member_run_dirs(run_dir)
     assert members == [run_dir / "members" / str(i) for i in range(3)]
+    assert runs.member_run_dirs(members[1]) == [members[1]]  # a member, like any plain run, is itself
     full = sentiment.prepare(compose("sentiment", TINY).data, None, ("train",)).splits["train"]
     assert [t.indices for t in trained_on] == [bootstrap(full, 1234, i).indices for i in range(3)]
     vocab = json.loads((run_dir / "vocab.json").read_text())
