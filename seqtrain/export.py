@@ -41,9 +41,10 @@ MANIFEST = "manifest.json"
 
 def export(run_dir: Path, format: str, out: Path | None, which: str) -> Path:
     """Write the export of `run_dir`'s best or last checkpoint to `out` (default RUN/export); returns the
-    dir. Everything is written to a temporary dir beside it first, so a failure leaves nothing behind."""
-    from seqtrain import checkpoint
-    from seqtrain.runs import load_model
+    dir. Everything is written to a temporary dir beside it first, so a failure leaves nothing behind.
+    A bagged run exports each member into `members/<i>/`, so `sample` and `evaluate` read the export
+    as the same ensemble."""
+    from seqtrain.runs import MEMBERS, member_run_dirs
 
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
@@ -54,36 +55,52 @@ def export(run_dir: Path, format: str, out: Path | None, which: str) -> Path:
     out = run_dir / "export" if out is None else out
     if out.exists():
         raise ConfigError(f"{out} exists; give another --out or remove it (an export never overwrites)")
-    path = checkpoint.find(run_dir, prefer=which)
-    if path.name != f"{which}.pt":
-        raise CheckpointError(f"{run_dir} has no {which}.pt checkpoint")
-    module, model, state = load_model(path)
-    graphs = module.export_graphs(model, state["vocab"], format)
+    members = member_run_dirs(run_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        manifest = {
-            "seqtrain_version": __version__, "recipe": state["recipe"], "format": format, "checkpoint": str(path),
-            "step": state.get("trainer", {}).get("step"), "metrics": state.get("metrics"), "graphs": {},
-        }
-        if format == "onnx":
-            manifest |= {"exporter": "torch.onnx (TorchScript-based; speech features: torch.export)", "opset": OPSET}
+        if members == [run_dir]:
+            write_one(run_dir, format, which, work)
         else:
-            manifest |= {"exporter": "torch.jit.trace", "torch_version": torch.__version__}
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the tracers' warnings are about code paths the examples cover
-            for name in dict.fromkeys(g.name for g in graphs):
-                chain = [g for g in graphs if g.name == name]
-                file = work / f"{name}{FORMATS[format]}"
-                (write_onnx if format == "onnx" else write_torchscript)(chain, file, state["recipe"])
-                manifest["graphs"][name] = {"file": file.name, "inputs": describe(chain[0].inputs, chain[0].axes),
-                                            "outputs": describe(outputs(chain), chain[-1].axes)}
-        write_side_files(work, run_dir, state["vocab"], manifest)
+            for i, member in enumerate(members):
+                write_one(member, format, which, work / MEMBERS / str(i))
+            for name in ("config.yaml", "overrides.yaml"):
+                shutil.copy(run_dir / name, work / name)
         work.rename(out)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
     return out
+
+
+def write_one(run_dir: Path, format: str, which: str, work: Path) -> None:
+    """One run's checkpoint as an export dir `work`."""
+    from seqtrain import checkpoint
+    from seqtrain.runs import load_model
+
+    path = checkpoint.find(run_dir, prefer=which)
+    if path.name != f"{which}.pt":
+        raise CheckpointError(f"{run_dir} has no {which}.pt checkpoint")
+    module, model, state = load_model(path)
+    graphs = module.export_graphs(model, state["vocab"], format)
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = {
+        "seqtrain_version": __version__, "recipe": state["recipe"], "format": format, "checkpoint": str(path),
+        "step": state.get("trainer", {}).get("step"), "metrics": state.get("metrics"), "graphs": {},
+    }
+    if format == "onnx":
+        manifest |= {"exporter": "torch.onnx (TorchScript-based; speech features: torch.export)", "opset": OPSET}
+    else:
+        manifest |= {"exporter": "torch.jit.trace", "torch_version": torch.__version__}
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracers' warnings are about code paths the examples cover
+        for name in dict.fromkeys(g.name for g in graphs):
+            chain = [g for g in graphs if g.name == name]
+            file = work / f"{name}{FORMATS[format]}"
+            (write_onnx if format == "onnx" else write_torchscript)(chain, file, state["recipe"])
+            manifest["graphs"][name] = {"file": file.name, "inputs": describe(chain[0].inputs, chain[0].axes),
+                                        "outputs": describe(outputs(chain), chain[-1].axes)}
+    write_side_files(work, run_dir, state["vocab"], manifest)
 
 
 def outputs(chain: list[Graph]) -> dict[str, torch.Tensor]:

@@ -172,3 +172,16 @@ def test_a_bagged_run_is_resumed_and_fine_tuned_from_as_a_whole_or_refused_in_on
         result = seqtrain("fit", "recipe=sentiment", *args)
         assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "new").exists()
+
+
+def test_a_bagged_run_exports_each_member_and_the_export_predicts_as_the_ensemble(bag, tmp_path):
+    run_dir, _, _ = bag
+    out = tmp_path / "export"
+    result = seqtrain("export", run_dir, "--format", "torchscript", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "members").iterdir()) == ["0", "1", "2"]
+    assert all((out / "members" / i / "manifest.json").is_file() for i in "012")
+    text = "the story is somewhat dull and extremely charming"
+    exported = json.loads(seqtrain("sample", out, "--text", text).stdout)["probabilities"]
+    original = json.loads(seqtrain("sample", run_dir, "--text", text).stdout)["probabilities"]
+    assert exported == pytest.approx(original, abs=1e-6)
