@@ -3,9 +3,10 @@
     python bench/tune_quality.py --root ../shared/data/sst2 --minutes 40
 
 The budget is split in two halves. One half goes to a study (TPE and median pruning, the defaults of
-`seqtrain tune`) over the learning rate, dropout, hidden size and word dropout
-(model.embedding_dropout): each trial trains for at most a sixth of that half (trainer.max_time), and no
-trial starts once the last one would overrun it (--timeout). The other half trains the recipe as it
+`seqtrain tune`, with `--prune-after 3` so that pruning starts within the few trials a half holds) over
+the learning rate, dropout, hidden size and word dropout (model.embedding_dropout): each trial trains
+for at most an eighth of that half (trainer.max_time), and no trial starts once the last one would
+overrun it (--timeout). The other half trains the recipe as it
 ships (`seqtrain fit recipe=sentiment data=sst2`, its early stopping included) with trainer.max_time set
 to the whole half. Both are scored the same way, as the study's objective: the dev accuracy of the best
 checkpoint (the recipe validates on dev after every epoch and keeps its best), so both read high by the
@@ -47,12 +48,12 @@ def main() -> None:
     args = p.parse_args()
 
     half = args.minutes * 60 / 2
-    per_trial = half / 6
+    per_trial = half / 8
     data = ["data=sst2", f"data.root={args.root}", f"data.max_rows={'null' if args.max_rows is None else args.max_rows}"]
     base = Path(args.run_dir or tempfile.mkdtemp(prefix="tune_quality-"))
 
     study_dir = tune("sentiment", [*data, f"trainer.max_time={per_trial}", f"run_dir={base / 'study'}", *SPACE],
-                     TuneOptions(trials=1000, study="tune_quality", timeout=half - per_trial), common.quiet())
+                     TuneOptions(trials=1000, study="tune_quality", timeout=half - per_trial, prune_after=3), common.quiet())
     found = report(study_dir)
     with quiet_optuna():
         trials = places(load(study_dir).get_trials())
