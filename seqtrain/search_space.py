@@ -111,9 +111,17 @@ def check(recipe: str, plain: list[str], params: list[Param]) -> RunConfig:
             _refuse_mismatch(p, _at(cfg.resolved, p.key))  # a text field whose default is null takes a number as text
             if (cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode) != (objective.monitor, objective.mode):
                 raise ConfigError(f"{p.key}: the objective (trainer.early_stopping.monitor and mode) must be the same in every trial")
-            if cfg.trainer.devices > 1:
-                raise ConfigError("a study trains its trials in this process; drop trainer.devices and run more `seqtrain tune` workers instead")
+            refuse_in_a_trial(cfg)
+    refuse_in_a_trial(first)
     return first
+
+
+def refuse_in_a_trial(cfg: RunConfig) -> None:
+    """What a trial cannot be: a launch of several processes, or a bag of several runs."""
+    if cfg.trainer.devices > 1:
+        raise ConfigError("a study trains its trials in this process; drop trainer.devices and run more `seqtrain tune` workers instead")
+    if cfg.trainer.bagging:
+        raise ConfigError("a trial is one run: drop trainer.bagging, tune one member's settings, then bag the best with seqtrain fit")
 
 
 def _refuse_mismatch(p: Param, value: Any) -> None:

@@ -214,6 +214,13 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(space, options, messag
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_bagged_trial_is_refused_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["tune", "recipe=sentiment", "trainer.bagging=3", "optim.lr=interval(1e-4, 1e-2)"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: a trial is one run: drop trainer.bagging")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_report_of_a_dir_that_holds_no_study_is_one_line(tmp_path):
     result = runner.invoke(app, ["tune", "--report", str(tmp_path)])
     assert result.exit_code == 2 and result.stderr == f"error: {tmp_path} is not a study dir (no study.json)\n"
