@@ -74,6 +74,9 @@ class OnnxGraph(ExportedGraph):
         super().__init__(spec)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = options.inter_op_num_threads = torch.get_num_threads()
+        # Between calls the caller runs torch code (sampling, beam bookkeeping) on the same cores; idle
+        # onnxruntime threads that spin-wait would take those cores from it.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(str(file), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's own exception types do not share a public base
