@@ -10,7 +10,8 @@ overrun it (--timeout). The other half trains the recipe as it
 ships (`seqtrain fit recipe=sentiment data=sst2`, its early stopping included) with trainer.max_time set
 to the whole half. Both validate every `--val-every` steps (250, about a quarter of an epoch; the
 recipe's own cadence is once an epoch, too rare for the pruner to act before a trial is nearly spent,
-as a first run showed). Both are scored the same way, as the study's objective: the dev accuracy of the best
+as a first run showed), with early stopping's patience scaled to match (12 validations: the recipe's 3
+epochs). Both are scored the same way, as the study's objective: the dev accuracy of the best
 checkpoint (the recipe validates on dev after every epoch and keeps its best), so both read high by the
 same selection on dev. Setting up each run (reading and tokenizing the data) comes on top of the budget.
 
@@ -47,13 +48,15 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=40, help="the whole budget: half for the study, half for the default run")
     p.add_argument("--max-rows", type=int, default=None, help="smoke tests: read only this many rows of each split")
     p.add_argument("--val-every", type=int, default=250, help="trainer.val_every_steps of every run: the pruner's cadence")
+    p.add_argument("--patience", type=int, default=12, help="validations without improvement before early stopping: "
+                   "the recipe's 3 epochs at about 4 validations an epoch")
     p.add_argument("--run-dir", default=None)
     args = p.parse_args()
 
     half = args.minutes * 60 / 2
     per_trial = half / 8
     data = ["data=sst2", f"data.root={args.root}", f"data.max_rows={'null' if args.max_rows is None else args.max_rows}",
-            f"trainer.val_every_steps={args.val_every}"]
+            f"trainer.val_every_steps={args.val_every}", f"trainer.early_stopping.patience={args.patience}"]
     base = Path(args.run_dir or tempfile.mkdtemp(prefix="tune_quality-"))
 
     study_dir = tune("sentiment", [*data, f"trainer.max_time={per_trial}", f"run_dir={base / 'study'}", *SPACE],
