@@ -1,16 +1,20 @@
-"""Helpers the benchmarks share: where the data is, a quiet console, and step-rate calibration."""
+"""Helpers the benchmarks share: where the data is, a quiet console, and a run of `seqtrain fit` whose
+command line is printed with the figure."""
 
 from __future__ import annotations
 
 import io
+import json
+import shlex
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-import torch
 from rich.console import Console
 
-from seqtrain.optim import OptimConfig, build_optimizer
+from seqtrain import runs
+from seqtrain.config import compose
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare" / "input.txt"
 
@@ -25,18 +29,23 @@ def char_lm_data(path: str | None) -> list[str]:
     return ["data=text", f"data.path={path}"] if path else ["data=stdlib"]
 
 
-def steps_per_second(step: Callable, model: torch.nn.Module, batch: dict | list[dict]) -> float:
-    """Training steps/s of a recipe's `step` on one fixed batch, or on real batches in turn when their
-    lengths vary (3 warm-up steps, then the rest timed; 5 for one batch): the quality benchmarks size
-    their LR schedules to the time budget with it."""
-    batches = batch if isinstance(batch, list) else [batch] * 8
-    optimizer = build_optimizer(list(model.parameters()), OptimConfig(name="adamw"))  # as the runs build theirs
-    model.train()
-    for i, each in enumerate(batches):
-        if i == 3:
-            start = time.perf_counter()
-        loss, _ = step(model, each)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    return (len(batches) - 3) / (time.perf_counter() - start)
+@dataclass
+class Fitted:
+    run_dir: Path
+    final: dict[str, Any]  # the last validation's metrics, as `seqtrain fit` prints them
+    started: float  # time.time() when fit began (metrics.jsonl stamps its lines with time.time())
+    seconds: float  # wall time of the whole fit
+    command: str  # the command line a user types for the same run
+
+
+def fit(recipe: str, overrides: list[str]) -> Fitted:
+    """`seqtrain fit recipe=RECIPE OVERRIDES...`, run in this process through the CLI's own code path."""
+    started, start = time.time(), time.perf_counter()
+    run_dir, final = runs.fit(compose(recipe, overrides), Console(stderr=True))
+    command = shlex.join(["seqtrain", "fit", f"recipe={recipe}", *overrides])
+    return Fitted(Path(run_dir), final, started, time.perf_counter() - start, command)
+
+
+def records(run_dir: Path, split: str) -> list[dict[str, Any]]:
+    """The run's metrics.jsonl lines of one split (train, valid, epoch)."""
+    return [r for r in map(json.loads, open(run_dir / "metrics.jsonl")) if r["split"] == split]

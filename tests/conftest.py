@@ -51,7 +51,7 @@ def corpus(tmp_path_factory) -> Path:
 def tiny_overrides(corpus: Path, *extra: str) -> list[str]:
     """A char_lm config that trains in a second or two."""
     return [
-        "data=text", f"data.path={corpus}", "data.seq_len=32", "data.batch_size=16",
+        "data=text", f"data.path={corpus}", "data.seq_len=32", "data.batch_size=16", "sched=constant",
         "model.hidden_size=32", "model.num_layers=1", "model.embedding_dim=16", "model.dropout=0.0",
         "trainer.max_time=null", "trainer.max_steps=30", "trainer.val_every_steps=10",
         "trainer.val_max_batches=5", "trainer.log_every_steps=5", *extra,

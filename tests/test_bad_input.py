@@ -115,7 +115,7 @@ CASES = [
     ("evaluate an unknown split", lambda w: ["evaluate", w["lm"], "split=test"], 2, "split=test is not a split of char_lm"),
     ("early stopping on no metric", lambda w: ["fit", *tiny(w, f"run_dir={w['root'] / 'monitor_run'}", "trainer.early_stopping.monitor=accuracy")], 2, "trainer.early_stopping.monitor='accuracy' is not a metric; valid: loss, bpc, perplexity"),
     ("run dir that already exists", lambda w: ["fit", *tiny(w, f"run_dir={w['lm']}")], 2, "already exists; choose another run_dir or continue it with trainer.resume="),
-    ("lr making the loss non-finite", lambda w: ["fit", *tiny(w, f"run_dir={w['root'] / 'diverged'}", "optim=sgd", "optim.lr=1e38", "trainer.clip_grad_norm=null", "trainer.max_steps=200")], 1, "loss became inf at step 2 (lr 1e+38); stopped, the last good checkpoint stays in"),
+    ("lr making the loss non-finite", lambda w: ["fit", *tiny(w, f"run_dir={w['root'] / 'diverged'}", "optim=sgd", "sched=constant", "optim.lr=1e38", "trainer.clip_grad_norm=null", "trainer.max_steps=200")], 1, "loss became inf at step 2 (lr 1e+38); stopped, the last good checkpoint stays in"),
     ("_target_ override", lambda w: ["fit", "recipe=char_lm", "+model._target_=os.system"], 2, "model._target_: configs cannot name code to instantiate; choose among seqtrain's recipes and options"),
     ("_target_ in a user config dir", lambda w: ["config", "recipe=char_lm", f"hydra.searchpath=[file://{w['files']}]", "model=evil"], 2, "unknown model option 'evil'; valid: char_rnn"),
     ("added unknown key", lambda w: ["fit", "recipe=seq2seq", "+model.depth=3"], 2, "unknown key model.depth; valid keys there:"),

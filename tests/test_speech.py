@@ -23,7 +23,7 @@ from seqtrain.recipes import speech
 runner = CliRunner()
 TINY = [
     "data.size=320", "data.batch_size=16", "data.cache_audio=true", "model.cnn_channels=[8,16]", "model.rnn_hidden=32",
-    "model.rnn_layers=1", "model.dnn_sizes=[32]", "optim.lr=0.005", "trainer.max_steps=40", "trainer.max_epochs=null",
+    "model.rnn_layers=1", "model.dnn_sizes=[32]", "optim.lr=0.005", "sched.warmup_steps=0", "trainer.max_steps=40", "trainer.max_epochs=null",
     "trainer.max_time=null", "trainer.log_every_steps=20",
 ]
 
@@ -152,7 +152,7 @@ def test_clips_shorter_than_one_frame_are_skipped_and_counted(tmp_path, capsys):
         write_wav(tmp_path / "go" / f"good{i}.wav", seed=i)
     write_wav(tmp_path / "go" / "click.wav", seconds=0.012)  # 192 samples at 16 kHz: under one 25 ms window (400)
     data = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.max_skipped_fraction=0.5",
-                              "data.valid_fraction=0.01", "data.test_fraction=0"]).data
+                              "data.valid_fraction=0.01", "data.test_fraction=0", "data.augment.speed_perturb=false"]).data
     assert len(speech.prepare(data, None, ("train",)).splits["train"]) == 6
     err = capsys.readouterr().err
     assert "click.wav: shorter than one feature frame (192 samples at 16000 Hz < 400)" in err

@@ -210,9 +210,9 @@ def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_same_weights(corpus,
     [
         ["trainer.precision=bf16"],
         ["trainer.log_histograms_every=5", "trainer.clip_grad_norm=null", "trainer.clip_grad_value=0.5"],
-        ["data.stateful=true", "optim=sgd", "optim.momentum=0.9", "optim.nesterov=true"],
+        ["data.stateful=true", "optim=sgd", "optim.lr=0.05", "optim.momentum=0.9", "optim.nesterov=true"],
         ["data.max_tokens=256", "trainer.grad_accum=2", "optim=rmsprop", "optim.l1=1e-5"],
-        ["sched=newbob", "optim=adagrad", "model.cell=rnn_tanh", "model.init=xavier", "model.recurrent_init=orthogonal"],
+        ["sched=newbob", "sched.warmup_steps=0", "optim=adagrad", "model.cell=rnn_tanh", "model.init=xavier", "model.recurrent_init=orthogonal"],
     ],
 )
 def test_trainer_switches_train_end_to_end(corpus, tmp_path, switches):

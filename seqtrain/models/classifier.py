@@ -88,9 +88,19 @@ class SequenceClassifier(nn.Module):
             keep = F.dropout(x.new_ones(x.shape[:2] + (1,)), self.embedding_dropout)  # (B, T, 1): 0 or 1/(1-p)
             x = x * keep
         if self.subwords is not None:
-            x = x + self.subwords(subwords.flatten(0, 1)).view_as(x)  # an all-padding bag gives zeros
+            x = x + self.subword_vectors(subwords)
         states, _ = self.rnn(x, lengths)  # (B, T, H), zeros past each length
         return self.head(self.pool(states, lengths))  # (B, H) -> (B, C)
+
+    def subword_vectors(self, subwords: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) n-gram buckets -> (B, T, E): the mean of each word's n-gram vectors; zeros for a word
+        with none (an all-padding bag). ONNX has no EmbeddingBag with a padding index, so an ONNX export
+        computes the same mean as a gather, a masked sum and a divide."""
+        if torch.onnx.is_in_onnx_export():
+            real = (subwords != PAD_BUCKET).unsqueeze(-1)
+            vectors = F.embedding(subwords, self.subwords.weight) * real
+            return vectors.sum(-2) / real.sum(-2).clamp(min=1)
+        return self.subwords(subwords.flatten(0, 1)).view(*subwords.shape[:2], -1)
 
     def pool(self, states: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, H) -> (B, H), looking only at the first `lengths[b]` positions of each row."""

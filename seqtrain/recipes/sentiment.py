@@ -107,7 +107,8 @@ class DataConfig(BatchingConfig):
         if not 0 < self.valid_fraction < 1:
             raise ConfigError("data.valid_fraction must be in (0, 1)")
         if self.subword_buckets and (self.tokenizer != "word" or self.subword_buckets < 2):
-            raise ConfigError("data.subword_buckets needs data.tokenizer=word and at least 2 buckets (0 = off)")
+            raise ConfigError(f"data.subword_buckets={self.subword_buckets} reads the character n-grams of words: it needs "
+                              f"data.tokenizer=word and at least 2 buckets; with data.tokenizer={self.tokenizer} add data.subword_buckets=0")
 
 
 def read_splits(data: DataConfig, splits: tuple[str, ...]) -> dict[str, Table]:
@@ -288,10 +289,7 @@ def export_graphs(model: SequenceClassifier, vocab: dict, format: str) -> list[G
     inputs = {"tokens": torch.randint(4, len(tokenizer_from_dict(vocab["tokenizer"])), (3, 5)) * real, "lengths": lengths}
     axes = {"tokens": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probabilities": {0: "batch"}}
     if vocab.get("subword_buckets", 0):
-        if format == "onnx":
-            raise ConfigError("a run with data.subword_buckets exports as --format torchscript only: the ONNX exporter "
-                              "has no EmbeddingBag with a padding index")
-        inputs["subwords"] = torch.randint(1, vocab["subword_buckets"], (3, 5, 4)) * real[..., None]
+        inputs["subwords"] = (torch.randint(1, vocab["subword_buckets"], (3, 5, 4)) * real[..., None]).int()  # as collated
         axes["subwords"] = {0: "batch", 1: "time", 2: "ngrams"}
     return [Graph("model", ProbabilitiesGraph(model), inputs, ["probabilities"], axes)]
 
