@@ -31,7 +31,8 @@ def main() -> None:
         "data=text", f"data.path={args.data}", f"trainer.max_time={args.minutes * 60:g}",
         "trainer.val_max_batches=null", f"run_dir={run_dir}",
     ])
-    valid = [(r["time"] - run.started, r["loss"]) for r in common.records(run.run_dir, "valid")]
+    validations = common.records(run.run_dir, "valid")
+    valid = [(r["time"] - run.started, r["loss"]) for r in validations]
     train = common.records(run.run_dir, "train")
 
     def loss_at(seconds: float) -> float | None:
@@ -41,7 +42,7 @@ def main() -> None:
     print(json.dumps({
         "benchmark": "char_lm_quality", "val_loss": round(run.final["loss"], 4), "bpc": round(run.final["bpc"], 4),
         "val_loss_99s": loss_at(99), "val_loss_300s": loss_at(300), "best_val_loss": round(min(l for _, l in valid), 4),
-        "steps": train[-1]["step"] if train else 0, "minutes": args.minutes, "wall_minutes": round(run.seconds / 60, 2),
+        "steps": validations[-1]["step"], "minutes": args.minutes, "wall_minutes": round(run.seconds / 60, 2),
         "tokens_per_s": round(sum(r["tokens_per_s"] for r in train) / max(1, len(train))),
         "command": run.command, "run_dir": str(run.run_dir), "torch_threads": torch.get_num_threads(),
     }))

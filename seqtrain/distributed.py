@@ -137,6 +137,17 @@ def any_rank(*flags: bool) -> list[bool]:
     return [bool(v) for v in values.tolist()]
 
 
+def max_over_ranks(value: float) -> float:
+    """The largest of each rank's value: one clock for all ranks, so a schedule over training time gives
+    every rank the same LR (DDP averages gradients, not weights: different LRs would part the replicas)."""
+    if current().size == 1:
+        return value
+    backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.float64, device=backend_device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def all_sum(*tensors: torch.Tensor) -> list[torch.Tensor]:
     """Each tensor summed over ranks (one all-reduce for all of them); the tensors themselves in one process."""
     if current().size == 1:

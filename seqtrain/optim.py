@@ -80,19 +80,26 @@ def l1_penalty(params: list[torch.nn.Parameter]) -> torch.Tensor:
 
 
 class TimeBudgetFactor:
-    """The LR factor of a schedule whose length is a wall-clock budget (`trainer.max_time` with no step or
-    epoch budget): linear warmup over steps, then a linear or cosine decay over the share of the budget
-    left after warmup, so the LR reaches its floor as the budget runs out on a fast machine or a slow one.
+    """The LR factor of a linear or cosine schedule when `trainer.max_time` may be the budget that ends the
+    run: linear warmup over steps, then a decay over the share of the time budget left after warmup, so the
+    LR reaches its floor as the budget runs out on a fast machine or a slow one.
 
     Progress is read from the trainer's training clock at every step rather than fixed by timing a few
     steps up front: a calibration is wrong whenever the step rate changes (validation, bucketed batches
-    of other lengths, a busy machine), and a clock read needs no state beyond `elapsed` and
-    `warmup_end`, which LambdaLR checkpoints (it saves a callable object's attributes)."""
+    of other lengths, a busy machine). With a step or epoch budget as well (`total_steps`), the budget
+    that ends first sets the decay: the rate at the end of warmup (at least DECIDE_AFTER steps in)
+    predicts when the steps would run out, and the schedule follows time only if that is after the time
+    budget; until then, and from then on if not, it follows steps exactly as the step schedule does. The
+    state (`elapsed`, `warmup_end`, `by_time`) is plain attributes, which LambdaLR checkpoints."""
 
-    def __init__(self, name: str, warmup_steps: int, min_lr_ratio: float, budget_s: float):
+    DECIDE_AFTER = 10  # steps: the first steps' rate includes setup and says little
+
+    def __init__(self, name: str, warmup_steps: int, min_lr_ratio: float, budget_s: float, total_steps: int | None = None):
         self.name, self.warmup_steps, self.min_lr_ratio, self.budget_s = name, warmup_steps, min_lr_ratio, budget_s
+        self.total_steps = total_steps
         self.elapsed = 0.0  # training seconds so far, over all resumes (set by Schedule.step)
         self.warmup_end: Optional[float] = None  # training seconds when warmup ended
+        self.by_time: Optional[bool] = True if total_steps is None else None  # None: not decided yet
 
     def __call__(self, step: int) -> float:
         if step < self.warmup_steps:  # as LinearLR(1 / (w + 1), 1, total_iters=w) in the step-based schedule
@@ -100,8 +107,14 @@ class TimeBudgetFactor:
             return start + (1.0 - start) * step / self.warmup_steps
         if self.warmup_end is None:
             self.warmup_end = self.elapsed
-        left = self.budget_s - self.warmup_end
-        progress = 1.0 if left <= 0 else min(1.0, max(0.0, (self.elapsed - self.warmup_end) / left))
+        if self.by_time is None and step >= min(max(self.warmup_steps, self.DECIDE_AFTER), self.total_steps):
+            self.by_time = step > 0 and self.elapsed / step * self.total_steps > self.budget_s
+        if self.by_time:
+            left = self.budget_s - self.warmup_end
+            progress = 1.0 if left <= 0 else (self.elapsed - self.warmup_end) / left
+        else:
+            progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, max(0.0, progress))
         if self.name == "linear":
             return 1.0 + (self.min_lr_ratio - 1.0) * progress
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * (1.0 + math.cos(math.pi * progress)) / 2
@@ -111,18 +124,18 @@ class Schedule:
     """A per-step LR schedule (warmup then decay) plus, for NewBob, an anneal on validation plateaus.
 
     Both parts are `torch.optim.lr_scheduler` objects, so their state checkpoints with them. Linear and
-    cosine decay run over `total_steps` when the run has a step or epoch budget; with only a time
-    budget (`time_budget_s`) they run over the training time instead (TimeBudgetFactor).
+    cosine decay run over `total_steps` when the run has only a step or epoch budget; with a time budget
+    (`time_budget_s`) they run over the training time when that budget ends the run (TimeBudgetFactor).
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: SchedConfig, total_steps: int | None, mode: str,
                  time_budget_s: float | None = None):
         self.time_factor: Optional[TimeBudgetFactor] = None
         decay_steps = None if total_steps is None else max(1, total_steps - cfg.warmup_steps)
-        if cfg.name in ("linear", "cosine") and decay_steps is None:
+        if cfg.name in ("linear", "cosine") and (decay_steps is None or time_budget_s is not None):
             if time_budget_s is None:
                 raise ConfigError(f"sched={cfg.name} needs a known length: set trainer.max_steps, trainer.max_epochs or trainer.max_time")
-            self.time_factor = TimeBudgetFactor(cfg.name, cfg.warmup_steps, cfg.min_lr_ratio, time_budget_s)
+            self.time_factor = TimeBudgetFactor(cfg.name, cfg.warmup_steps, cfg.min_lr_ratio, time_budget_s, total_steps)
             self.per_step: lr_scheduler.LRScheduler = lr_scheduler.LambdaLR(optimizer, self.time_factor)
             self.on_plateau: Optional[lr_scheduler.ReduceLROnPlateau] = None
             return

@@ -63,6 +63,7 @@ def ddp_worker(rank: int, port: int, corpus: str, out: str) -> None:
         feats, frames = speech_features()
         grads["utterances"] = torch.tensor(normalizer.update(feats[half], frames[half]))
         grads["normalizer"] = normalizer.state_dict()
+        grads["clock"] = torch.tensor(distributed.max_over_ranks(10.0 + rank))  # a schedule over time reads one clock
         torch.save(grads, f"{out}.{rank}")
 
 
@@ -99,7 +100,7 @@ def test_one_ddp_step_has_the_gradients_and_feature_statistics_of_one_process_on
     assert whole.update(*speech_features()) == 4
     for rank in range(2):  # each rank saw half the utterances, and holds the statistics of them all
         got = torch.load(f"{out}.{rank}", weights_only=True)
-        assert got["utterances"] == 4
+        assert got["utterances"] == 4 and got["clock"] == 11.0  # both ranks read the later clock
         for key, value in whole.state_dict().items():
             torch.testing.assert_close(got["normalizer"][key], value, msg=f"normalizer {key} rank {rank}")
 

@@ -180,3 +180,25 @@ def test_linear_and_cosine_without_any_budget_are_a_config_error():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
     with pytest.raises(ConfigError, match="needs a known length"):
         Schedule(opt, SchedConfig(name="cosine"), None, "min")
+
+
+def both_budgets_lrs(sched: SchedConfig, seconds_per_step: float, total_steps: int = 100, budget: float = 100.0) -> list[float]:
+    """The LR before each step of a run with a step budget and a time budget, at a steady step rate."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
+    schedule = Schedule(opt, sched, total_steps, mode="min", time_budget_s=budget)
+    out = []
+    for step in range(1, total_steps + 1):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        schedule.step(step * seconds_per_step)
+    return out
+
+
+def test_with_both_budgets_the_one_that_ends_first_sets_the_decay():
+    sched = SchedConfig(name="linear", warmup_steps=10, min_lr_ratio=0.0)
+    steps_first = both_budgets_lrs(sched, seconds_per_step=0.5)  # 100 steps take 50 s of the 100
+    assert steps_first == pytest.approx(lrs(sched, 100, total=100), abs=1e-12)  # exactly the step schedule
+    time_first = both_budgets_lrs(sched, seconds_per_step=2.0)  # the budget ends at step 50
+    assert time_first[:10] == steps_first[:10]  # warmup over steps either way
+    assert time_first[30] == pytest.approx(0.5)  # warmup ended at 20 s; after step 30, 60 s is halfway through the 80 s left
+    assert time_first[49] == pytest.approx(2 / 80)  # the last step inside the budget runs near the floor
