@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 
 import torch
 
@@ -28,10 +27,9 @@ def main() -> None:
     p.add_argument("--run-dir", default=None)
     args = p.parse_args()
 
-    run_dir = args.run_dir or tempfile.mkdtemp(prefix="char_lm_quality-") + "/run"
     run = common.fit("char_lm", [
-        "data=text", f"data.path={args.data}", f"trainer.max_time={args.minutes * 60:g}", f"run_dir={run_dir}",
-    ])
+        "data=text", f"data.path={args.data}", f"trainer.max_time={args.minutes * 60:g}",
+    ], args.run_dir)
     scored = runs.evaluate([run.run_dir], [])
     validations = common.records(run.run_dir, "valid")
     valid = [(r["time"] - run.started, r["loss"]) for r in validations]

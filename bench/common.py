@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import shlex
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +39,11 @@ class Fitted:
     command: str  # the command line a user types for the same run
 
 
-def fit(recipe: str, overrides: list[str]) -> Fitted:
-    """`seqtrain fit recipe=RECIPE OVERRIDES...`, run in this process through the CLI's own code path."""
+def fit(recipe: str, overrides: list[str], run_dir: str | None = None) -> Fitted:
+    """`seqtrain fit recipe=RECIPE OVERRIDES...`, run in this process through the CLI's own code path, into
+    `run_dir` (default: a new temporary folder)."""
+    run_dir = run_dir or tempfile.mkdtemp(prefix=f"{recipe}_quality-") + "/run"
+    overrides = [*overrides, f"run_dir={run_dir}"]
     started, start = time.time(), time.perf_counter()
     run_dir, final = runs.fit(compose(recipe, overrides), Console(stderr=True))
     command = shlex.join(["seqtrain", "fit", f"recipe={recipe}", *overrides])

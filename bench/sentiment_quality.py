@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -36,11 +35,10 @@ def main() -> None:
     p.add_argument("--run-dir", default=None)
     args = p.parse_args()
 
-    run_dir = args.run_dir or tempfile.mkdtemp(prefix="sentiment_quality-") + "/run"
     overrides = ["data=sst2", f"data.root={args.root}", f"trainer.max_time={args.minutes * 60:g}"]
     overrides += [f"trainer.bagging={args.bagging}"] if args.bagging > 1 else []
     overrides += [f"data.max_rows={args.max_rows}"] if args.max_rows else []
-    run = common.fit("sentiment", [*overrides, f"run_dir={run_dir}"])
+    run = common.fit("sentiment", overrides, args.run_dir)
     report = runs.evaluate([run.run_dir], [])
     members = report.get("members", [report])
     ensemble = report.get("ensemble", report)

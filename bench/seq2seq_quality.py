@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -42,11 +41,10 @@ def main() -> None:
     args = p.parse_args()
 
     task = TASKS[args.task]
-    run_dir = args.run_dir or tempfile.mkdtemp(prefix=f"seq2seq_quality-{args.task}-") + "/run"
     run = common.fit("seq2seq", [
         *task["data"], *([f"data.root={args.root}"] if args.task == "multi30k" else []), f"trainer.max_time={args.minutes * 60:g}",
-        "data.beam_size=1", f"trainer.early_stopping.monitor={task['metric']}", "trainer.early_stopping.mode=max", f"run_dir={run_dir}",
-    ])
+        "data.beam_size=1", f"trainer.early_stopping.monitor={task['metric']}", "trainer.early_stopping.mode=max",
+    ], args.run_dir)
     test = runs.evaluate([run.run_dir], ["split=test", f"data.beam_size={task['beam']}"])
     valid = common.records(run.run_dir, "valid")
     print(json.dumps({

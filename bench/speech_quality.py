@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 from pathlib import Path
 
 import torch
@@ -30,8 +29,7 @@ def main() -> None:
     p.add_argument("--run-dir", default=None)
     args = p.parse_args()
 
-    run_dir = args.run_dir or tempfile.mkdtemp(prefix="speech_quality-") + "/run"
-    run = common.fit("speech", ["data=fsdd", f"data.root={args.root}", f"trainer.max_time={args.minutes * 60:g}", f"run_dir={run_dir}"])
+    run = common.fit("speech", ["data=fsdd", f"data.root={args.root}", f"trainer.max_time={args.minutes * 60:g}"], args.run_dir)
     test = runs.evaluate([run.run_dir], ["split=test"])
     valid = common.records(run.run_dir, "valid")
     print(json.dumps({

@@ -165,6 +165,11 @@ class Schedule:
                 optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold
             )
 
+    @property
+    def reads_clock(self) -> bool:
+        """Whether the LR still depends on the training clock (a time budget not yet ruled out by steps)."""
+        return self.time_factor is not None and self.time_factor.by_time is not False
+
     def step(self, elapsed: float = 0.0) -> None:
         """After each optimiser step; `elapsed` is the run's training time so far (time budgets read it)."""
         if self.time_factor is not None:

@@ -288,7 +288,7 @@ def fit(
                 micro = 0
                 now = time.perf_counter()
                 state.elapsed = elapsed_before + now - fit_start
-                if schedule.time_factor is not None:  # the LR follows the clock: every rank reads the same one
+                if schedule.reads_clock:  # the LR follows the clock: every rank reads the same one
                     state.elapsed = distributed.max_over_ranks(state.elapsed)
                 schedule.step(state.elapsed)
 
