@@ -51,9 +51,9 @@ def main() -> None:
         model = RecurrentLM(len(vocab), "lstm", 512, 2, 64).eval()
     with torch.no_grad():
         off = chars_per_second(model, vocab, args.chars)
-        char_lm.one_step_mode, original = contextlib.nullcontext, char_lm.one_step_mode
+        char_lm.onednn_off, original = contextlib.nullcontext, char_lm.onednn_off
         on = chars_per_second(model, vocab, args.chars)
-        char_lm.one_step_mode = original
+        char_lm.onednn_off = original
 
     run_dir = tempfile.mkdtemp(prefix="sample_speed-") + "/run"
     subprocess.run(

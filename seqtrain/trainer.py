@@ -22,6 +22,7 @@ from seqtrain.data.collate import to_device
 from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
 from seqtrain.errors import ConfigError, Interrupted, TrainingError
 from seqtrain.evaluation import score
+from seqtrain.models.rnn import onednn_off
 from seqtrain.monitor import Monitor, format_metrics
 from seqtrain.optim import OptimConfig, SchedConfig, Schedule, build_optimizer, l1_penalty
 from seqtrain.resume import rng_state, seed_everything, set_rng_state, stop_requests
@@ -66,6 +67,11 @@ class TrainState:
     best: Optional[float] = None
     bad_validations: int = 0
     world_size: int = 1  # ranks that consumed `batch_in_epoch` batches each
+
+
+def native_bf16(device: torch.device) -> bool:
+    """A CPU without AVX-512 bf16 (an AVX2 one) has no oneDNN bf16 LSTM; torch's own kernels run it there."""
+    return device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
@@ -236,7 +242,10 @@ def fit(
     window_start, window_tokens, window_padded = time.perf_counter(), 0, 0
     epoch_tokens, epoch_padded = 0, 0
     elapsed_before, fit_start = state.elapsed, time.perf_counter()
-    with stop_requests() as stop_requested, closing(monitor):
+    emulated_bf16 = cfg.precision == "bf16" and not native_bf16(device)
+    if emulated_bf16:
+        monitor.message("trainer.precision=bf16: this CPU has no native bf16, so it is emulated (slower than fp32)")
+    with stop_requests() as stop_requested, closing(monitor), onednn_off() if emulated_bf16 else nullcontext():
         stop_reason, _ = stopping(budget_spent(cfg, state, "epoch") or patience_spent(cfg, state))
         model.train()
         optimizer.zero_grad(set_to_none=True)

@@ -222,6 +222,26 @@ def test_trainer_switches_train_end_to_end(corpus, tmp_path, switches):
     assert any(r["split"] == "train" for r in records)
 
 
+def test_bf16_on_a_cpu_without_native_bf16_trains_with_onednn_off_and_says_so(corpus, tmp_path, monkeypatch):
+    # An AVX2 CPU's oneDNN has no bf16 LSTM and refuses it; pretend to be one on any CPU.
+    monkeypatch.setattr(trainer, "native_bf16", lambda device: False)
+    real_step, onednn_during_steps = char_lm.step, []  # under bf16 autocast
+
+    def recording_step(model, batch):
+        if torch.is_autocast_enabled("cpu"):  # training and validation; preflight's check runs in fp32
+            onednn_during_steps.append(torch.backends.mkldnn.enabled)
+        return real_step(model, batch)
+
+    monkeypatch.setattr(char_lm, "step", recording_step)
+    out = io.StringIO()
+    overrides = tiny_overrides(corpus, "trainer.max_steps=12", "trainer.precision=bf16", f"run_dir={tmp_path / 'run'}")
+    _, metrics = runs.fit(config.for_fit("char_lm", overrides), Console(file=out, width=200))
+    assert onednn_during_steps and not any(onednn_during_steps)
+    assert torch.backends.mkldnn.enabled  # switched back on after the run
+    assert "this CPU has no native bf16, so it is emulated" in out.getvalue()
+    assert metrics["loss"] < 2.9
+
+
 def test_a_monitor_that_is_not_a_metric_fails_before_training(tmp_path):
     watch = trainer.EarlyStoppingConfig(monitor="accuracy", mode="max", patience=2)
     with pytest.raises(ConfigError, match="monitor='accuracy' is not a metric; valid: loss"):

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Protocol
 
 import torch
 
-from seqtrain.models.sampling import one_step_mode
+from seqtrain.models.rnn import onednn_off
 
 LENGTH_NORMS = ("none", "average", "gnmt")
 
@@ -78,7 +78,7 @@ def decoding(model: torch.nn.Module) -> Iterator[None]:
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), one_step_mode():
+        with torch.no_grad(), onednn_off():
             yield
     finally:
         model.train(was_training)

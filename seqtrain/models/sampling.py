@@ -27,11 +27,3 @@ def sample_next(
         logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
 
-
-def one_step_mode():
-    """Switch oneDNN off around step-by-step decoding only.
-
-    On CPU oneDNN makes LSTM training about 2x faster but adds ~1.75 ms per layer to every one-step
-    call, which dominates sampling and beam search. Only the `enabled` flag is touched.
-    """
-    return torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None)

@@ -20,8 +20,8 @@ from seqtrain.data.windows import IGNORE, StreamDataset, WindowDataset, collate_
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.language_model import RecurrentLM
-from seqtrain.models.rnn import CELLS
-from seqtrain.models.sampling import one_step_mode, sample_next
+from seqtrain.models.rnn import CELLS, onednn_off
+from seqtrain.models.sampling import sample_next
 from seqtrain.recipes import Graph, Prepared, SampleOptions
 
 SOURCES = ("stdlib", "text", "tinyshakespeare")
@@ -177,7 +177,7 @@ def generate(
         was_training = model.training
         model.eval()
         try:
-            with torch.no_grad(), one_step_mode():
+            with torch.no_grad(), onednn_off():
                 logits, state = model(torch.as_tensor(vocab.encode(prompt), device=device)[None])
                 last = logits[:, -1]
                 for _ in range(length):
