@@ -143,6 +143,7 @@ def fit(
     forward_model = distributed.wrap(model, device)
     forward_model = torch.compile(forward_model) if cfg.compile else forward_model
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+    emulated_bf16 = cfg.precision == "bf16" and not native_bf16(device)  # then training runs with oneDNN off
     # With trainer.ema_decay, an exponential moving average of the weights is what gets validated, kept
     # and used: it smooths the last updates' noise, which on small data sets moves the score from one
     # validation to the next. The raw weights go on training and are saved only for resume.
@@ -242,7 +243,6 @@ def fit(
     window_start, window_tokens, window_padded = time.perf_counter(), 0, 0
     epoch_tokens, epoch_padded = 0, 0
     elapsed_before, fit_start = state.elapsed, time.perf_counter()
-    emulated_bf16 = cfg.precision == "bf16" and not native_bf16(device)
     if emulated_bf16:
         monitor.message("trainer.precision=bf16: this CPU has no native bf16, so it is emulated (slower than fp32)")
     with stop_requests() as stop_requested, closing(monitor), onednn_off() if emulated_bf16 else nullcontext():
