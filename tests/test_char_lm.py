@@ -30,6 +30,23 @@ def test_summary_gives_bits_per_character_and_perplexity():
     assert metrics == pytest.approx({"loss": 2.0, "bpc": 2.0 / math.log(2), "perplexity": math.exp(2.0)})
 
 
+def test_scoring_windows_are_eval_seq_len_long_and_give_each_character_its_window_as_context(corpus):
+    data = char_lm.DataConfig(source="text", path=str(corpus), seq_len=32, eval_seq_len=1000, batch_size=4)
+    prepared = char_lm.prepare(data, None, ("train", "valid"))
+    train, valid = prepared.splits["train"], prepared.splits["valid"]
+    assert max(train.lengths) == 32 and valid.lengths[0] == 1000
+    assert sum(valid.lengths) == len(valid.tokens) - 1  # every character but the first is scored, once
+    torch.manual_seed(0)
+    model = char_lm.build_model(char_lm.ModelConfig(hidden_size=16, num_layers=1, embedding_dim=8), prepared.vocab).eval()
+    window = collate_windows([valid[0]])
+    scored = char_lm.step(model, window)[1]["loss_sum"]
+    logits, _ = model(window["tokens"])  # one call over the whole window: full context
+    expected = torch.nn.functional.cross_entropy(logits[0], window["targets"][0], reduction="sum")
+    assert_float32_close(scored, expected)
+    short = collate_windows([WindowDataset(valid.tokens[:1001], 32)[i] for i in range(0, 32)])
+    assert not torch.isclose(char_lm.step(model, short)[1]["loss_sum"], scored)  # cut context, another loss
+
+
 def test_stream_windows_continue_each_row_of_the_previous_batch():
     tokens = torch.arange(1, 202).numpy()
     data = StreamDataset(tokens, seq_len=10, streams=4)

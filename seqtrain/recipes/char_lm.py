@@ -60,14 +60,18 @@ class DataConfig(BatchingConfig):
     max_chars: int = 2_000_000  # source=stdlib: how much of the standard library's source to read
     valid_fraction: float = 0.1  # the last 10% is validation (nanoGPT's contiguous split)
     seq_len: int = 128  # characters per training window (the BPTT length)
+    # Characters per scoring window of validation and `evaluate` (None: seq_len). Each character is
+    # scored given the text before it in its window, so a window longer than the training one scores
+    # the model as it is used, with the long context that sampling carries in its hidden state.
+    eval_seq_len: Optional[int] = None
     stateful: bool = False  # carry the hidden state across consecutive windows (truncated BPTT)
 
     def __post_init__(self):
         super().__post_init__()
         if self.source not in SOURCES:
             raise ConfigError(f"data.source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
-        if not 0 < self.valid_fraction < 1 or self.seq_len < 1:
-            raise ConfigError("data.valid_fraction must be in (0, 1) and data.seq_len >= 1")
+        if not 0 < self.valid_fraction < 1 or self.seq_len < 1 or (self.eval_seq_len or 1) < 1:
+            raise ConfigError("data.valid_fraction must be in (0, 1), data.seq_len and data.eval_seq_len >= 1")
         if self.source == "text" and not self.path:
             raise ConfigError("data=text needs data.path=FILE")
         if self.stateful and self.batch_size is None:
@@ -124,8 +128,10 @@ def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Pr
             raise DataError(f"the {split} split of {path} is too short ({len(parts[split])} characters)")
         if split == "train" and data.stateful:
             datasets[split] = StreamDataset(parts[split], data.seq_len, data.batch_size)
-        else:
+        elif split == "train":
             datasets[split] = WindowDataset(parts[split], data.seq_len)
+        else:
+            datasets[split] = WindowDataset(parts[split], data.eval_seq_len or data.seq_len)
     return Prepared(chars.to_dict(), datasets, collate_windows, shuffle_train=not data.stateful)
 
 
