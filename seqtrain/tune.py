@@ -99,12 +99,12 @@ def open_storage(url: str, heartbeat: int | None) -> RDBStorage:
                 heartbeat_interval=heartbeat,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES) if heartbeat else None,
             )
-        except (IntegrityError, ProgrammingError) as e:
-            error = e
-            time.sleep(1)
         except (SQLAlchemyError, ImportError, ValueError) as e:
             error = e
-            break
+            # PostgreSQL reports the lost race as a duplicate or missing table, SQLite as a table that exists
+            if not isinstance(e, (IntegrityError, ProgrammingError)) and "already exists" not in str(e):
+                break
+            time.sleep(1)
     reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     raise ConfigError(f"cannot open the study storage {_shown(url)}: {reason}") from error
 

@@ -224,3 +224,21 @@ def test_a_bagged_trial_is_refused_in_one_line(tmp_path, monkeypatch):
 def test_report_of_a_dir_that_holds_no_study_is_one_line(tmp_path):
     result = runner.invoke(app, ["tune", "--report", str(tmp_path)])
     assert result.exit_code == 2 and result.stderr == f"error: {tmp_path} is not a study dir (no study.json)\n"
+
+
+def test_a_worker_that_loses_the_race_to_create_sqlite_tables_opens_the_study_on_retry(monkeypatch):
+    from sqlalchemy.exc import OperationalError
+
+    from seqtrain import tune
+
+    attempts = []
+
+    def storage(url, **kwargs):
+        attempts.append(url)
+        if len(attempts) == 1:  # what SQLite says when another worker created the tables first
+            raise OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+        return "opened"
+
+    monkeypatch.setattr(tune, "RDBStorage", storage)
+    monkeypatch.setattr(tune.time, "sleep", lambda s: None)
+    assert tune.open_storage("sqlite:///study.db", None) == "opened" and len(attempts) == 2
