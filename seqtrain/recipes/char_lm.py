@@ -126,12 +126,12 @@ def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Pr
     for split in splits:
         if len(parts[split]) < 2:
             raise DataError(f"the {split} split of {path} is too short ({len(parts[split])} characters)")
-        if split == "train" and data.stateful:
-            datasets[split] = StreamDataset(parts[split], data.seq_len, data.batch_size)
-        elif split == "train":
-            datasets[split] = WindowDataset(parts[split], data.seq_len)
-        else:
+        if split != "train":
             datasets[split] = WindowDataset(parts[split], data.eval_seq_len or data.seq_len)
+        elif data.stateful:
+            datasets[split] = StreamDataset(parts[split], data.seq_len, data.batch_size)
+        else:
+            datasets[split] = WindowDataset(parts[split], data.seq_len)
     return Prepared(chars.to_dict(), datasets, collate_windows, shuffle_train=not data.stateful)
 
 
