@@ -89,6 +89,7 @@ CASES = [
     ("wrong value type", lambda w: ["fit", "recipe=char_lm", "trainer.max_steps=many"], 2, "trainer.max_steps: Value 'many' of type 'str' could not be converted to Integer"),
     ("negative lr", lambda w: ["fit", "recipe=speech", "optim.lr=-0.1"], 2, "optim.lr must be positive"),
     ("unknown cell", lambda w: ["fit", "recipe=char_lm", "model.cell=transformer"], 2, "model.cell='transformer' is unknown"),
+    ("weight drop on Li-GRU", lambda w: ["fit", "recipe=char_lm", "model.cell=ligru", "model.weight_drop=0.2"], 2, "model.weight_drop is for rnn, gru and lstm cells"),
     ("zero batch size", lambda w: ["fit", *tiny(w, "data.batch_size=0")], 2, "data.batch_size and data.max_tokens must be positive"),
     ("zero devices", lambda w: ["fit", *tiny(w, "trainer.devices=0")], 2, "trainer.devices must be >= 1"),
     ("unparsable override", lambda w: ["fit", "recipe=char_lm", "optim.lr=[1,"], 2, "cannot parse override 'optim.lr=[1,'"),

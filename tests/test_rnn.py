@@ -46,3 +46,28 @@ def test_one_step_cells_are_initialised_like_full_sequence_rnns(cell, gates):
         assert torch.allclose(gate @ gate.T, torch.eye(8), atol=1e-5)
     forget = rnn_cell[0].bias_ih.detach().chunk(gates)[1 if gates > 1 else 0]
     assert torch.all(forget == (1 if gates == 4 else 0)) and torch.all(rnn_cell[0].bias_hh == 0)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm"])
+def test_weight_drop_masks_the_recurrent_weights_in_training_only(cell):
+    torch.manual_seed(0)
+    dropped = RecurrentStack(cell, 4, 32, num_layers=2, weight_drop=0.5)
+    plain = RecurrentStack(cell, 4, 32, num_layers=2)
+    plain.load_state_dict(dropped.state_dict())
+    x, lengths = torch.randn(3, 5, 4), torch.tensor([5, 2, 4])
+    out, _ = dropped(x, lengths)
+    assert not torch.allclose(out, plain(x, lengths)[0])
+    out.square().sum().backward()
+    for layer in (0, 1):
+        hh = getattr(dropped.rnn, f"weight_hh_l{layer}")
+        ih = getattr(dropped.rnn, f"weight_ih_l{layer}")
+        assert 0.4 < (hh.grad == 0).float().mean() < 0.6  # the zeroed weights' gradients are exactly zero
+        assert (ih.grad == 0).float().mean() < 0.05  # input weights are not dropped
+    dropped.eval(), plain.eval()
+    assert_float32_close(dropped(x, lengths)[0], plain(x, lengths)[0], ulps=4)
+    assert all(torch.equal(a, b) for a, b in zip(dropped.state_dict().values(), plain.state_dict().values()))
+
+
+def test_weight_drop_refuses_ligru():
+    with pytest.raises(ValueError, match="Li-GRU"):
+        RecurrentStack("ligru", 4, 8, weight_drop=0.3)

@@ -12,7 +12,7 @@ from seqtrain.models.rnn import RecurrentStack, State
 
 
 class RecurrentLM(nn.Module):
-    """Karpathy's min-char-rnn, grown up: any cell, stacked, dropout, optional weight tying.
+    """Karpathy's min-char-rnn, grown up: any cell, stacked, dropout, weight drop, optional weight tying.
 
     For truncated BPTT across consecutive windows (`stream=`), the model keeps the last training
     state itself, detached, and checkpoints it as extra state so that a resumed run continues it.
@@ -27,12 +27,13 @@ class RecurrentLM(nn.Module):
         embedding_dim: int = 64,
         dropout: float = 0.0,
         tie_weights: bool = False,
+        weight_drop: float = 0.0,
     ):
         super().__init__()
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embedding_dim) if embedding_dim > 0 else None
         self.dropout = nn.Dropout(dropout)
-        self.rnn = RecurrentStack(cell, embedding_dim or vocab_size, hidden_size, num_layers, dropout=dropout)
+        self.rnn = RecurrentStack(cell, embedding_dim or vocab_size, hidden_size, num_layers, dropout=dropout, weight_drop=weight_drop)
         out_dim = hidden_size
         self.projection = None
         if tie_weights:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from seqtrain.models.ligru import LiGRU
@@ -26,7 +27,13 @@ def onednn_off():
 
 class RecurrentStack(nn.Module):
     """Elman RNN (tanh or relu), GRU, LSTM or Li-GRU; stacked, optionally bidirectional, with dropout
-    between layers (Li-GRU: per-sequence recurrent dropout in each layer)."""
+    between layers (Li-GRU: per-sequence recurrent dropout in each layer).
+
+    `weight_drop` is AWD-LSTM's DropConnect on the hidden-to-hidden weights (Merity et al., 2018): one
+    mask per batch, the same at every time step, so it regularises the recurrence itself, which dropout
+    between layers never touches, and the fused RNN kernels still run. Not for Li-GRU, which drops its
+    recurrent units instead.
+    """
 
     def __init__(
         self,
@@ -36,10 +43,14 @@ class RecurrentStack(nn.Module):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
+        weight_drop: float = 0.0,
     ):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
+        if weight_drop and cell == "ligru":
+            raise ValueError("weight_drop is for rnn, gru and lstm cells; Li-GRU has its own recurrent dropout")
+        self.weight_drop = weight_drop
         kwargs = dict(
             input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, batch_first=True,
             bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0,
@@ -59,8 +70,17 @@ class RecurrentStack(nn.Module):
         if isinstance(self.rnn, LiGRU):  # masks instead of packing
             return self.rnn(x, lengths, state)
         if lengths is None or bool((lengths == x.size(1)).all()):
-            return self.rnn(x, state)
+            return self._recur(x, state)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        out, state = self.rnn(packed, state)
+        out, state = self._recur(packed, state)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
         return out, state
+
+    def _recur(self, x, state: State | None):
+        if not (self.training and self.weight_drop):
+            return self.rnn(x, state)
+        dropped = {
+            name: F.dropout(weight, self.weight_drop)
+            for name, weight in self.rnn.named_parameters() if name.startswith("weight_hh")
+        }
+        return torch.func.functional_call(self.rnn, dropped, (x, state))

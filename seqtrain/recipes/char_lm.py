@@ -35,6 +35,7 @@ class ModelConfig:
     num_layers: int = 2
     embedding_dim: int = 64  # 0 = one-hot input
     dropout: float = 0.1
+    weight_drop: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights; rnn, gru and lstm
     tie_weights: bool = False
     init: str = "default"  # default, xavier, kaiming
     recurrent_init: str = "default"  # default, orthogonal, xavier
@@ -48,6 +49,10 @@ class ModelConfig:
             raise ConfigError("model.tie_weights needs model.embedding_dim > 0 (one-hot input has no embedding to tie)")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.weight_drop < 1:
+            raise ConfigError(f"model.weight_drop must be in [0, 1), got {self.weight_drop}")
+        if self.weight_drop and self.cell == "ligru":
+            raise ConfigError("model.weight_drop is for rnn, gru and lstm cells; Li-GRU drops its recurrent units with model.dropout")
 
 
 @dataclass
@@ -138,7 +143,7 @@ def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Pr
 def build_model(model: ModelConfig, vocab: dict) -> RecurrentLM:
     lm = RecurrentLM(
         len(CharVocab.from_dict(vocab)), model.cell, model.hidden_size, model.num_layers,
-        model.embedding_dim, model.dropout, model.tie_weights,
+        model.embedding_dim, model.dropout, model.tie_weights, model.weight_drop,
     )
     initialize(lm, model.init, model.recurrent_init)
     return lm
