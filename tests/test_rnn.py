@@ -63,7 +63,8 @@ def test_weight_drop_masks_the_recurrent_weights_in_training_only(cell):
         ih = getattr(dropped.rnn, f"weight_ih_l{layer}")
         assert 0.4 < (hh.grad == 0).float().mean() < 0.6  # the zeroed weights' gradients are exactly zero
         assert (ih.grad == 0).float().mean() < 0.05  # input weights are not dropped
-    dropped.eval(), plain.eval()
+    dropped.eval()
+    plain.eval()
     assert_float32_close(dropped(x, lengths)[0], plain(x, lengths)[0], ulps=4)
     assert all(torch.equal(a, b) for a, b in zip(dropped.state_dict().values(), plain.state_dict().values()))
 
