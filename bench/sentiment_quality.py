@@ -33,11 +33,13 @@ def main() -> None:
     p.add_argument("--bagging", type=int, default=5, help="trainer.bagging: members in the one budget (1 = off)")
     p.add_argument("--max-rows", type=int, default=None, help="smoke tests: read only this many rows of each split")
     p.add_argument("--run-dir", default=None)
+    p.add_argument("overrides", nargs="*", help="more overrides, to run other settings beside the defaults")
     args = p.parse_args()
 
     overrides = ["data=sst2", f"data.root={args.root}", f"trainer.max_time={args.minutes * 60:g}"]
     overrides += [f"trainer.bagging={args.bagging}"] if args.bagging > 1 else []
     overrides += [f"data.max_rows={args.max_rows}"] if args.max_rows else []
+    overrides += args.overrides
     run = common.fit("sentiment", overrides, args.run_dir)
     report = runs.evaluate([run.run_dir], [])
     members = report.get("members", [report])

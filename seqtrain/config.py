@@ -234,8 +234,10 @@ def for_fit(recipe: str, overrides: list[str]) -> RunConfig:
     cfg = load_run_config(run_dir, overrides)
     if cfg.recipe != recipe:
         raise ConfigError(f"trainer.resume={run_dir} is a run of recipe {cfg.recipe}, not {recipe}")
-    if any(o.lstrip("+~").startswith("trainer.bagging") for o in overrides) and load_run_config(run_dir).trainer.bagging != cfg.trainer.bagging:
-        raise ConfigError(f"trainer.bagging cannot change when a run resumes: {run_dir} keeps the members it was started with")
+    started = load_run_config(run_dir).trainer
+    for key in ("bagging", "bagging_resample"):
+        if any(o.lstrip("+~").startswith(f"trainer.{key}=") for o in overrides) and getattr(started, key) != getattr(cfg.trainer, key):
+            raise ConfigError(f"trainer.{key} cannot change when a run resumes: {run_dir} keeps the members it was started with")
     return cfg
 
 

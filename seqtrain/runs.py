@@ -102,7 +102,8 @@ def _run_dir(cfg: RunConfig, vocab: dict, world: distributed.World) -> Path:
 def _fit_bagged(cfg: RunConfig, module: Any, prepared: recipes.Prepared, console: Console, world: distributed.World,
                 on_validation: trainer.OnValidation | None) -> tuple[Path, dict[str, Any]]:
     """trainer.bagging=K: K members trained one after another (on every rank), member i an ordinary run
-    in members/<i> on bootstrap resample i of the training split. All share the vocabulary, built once
+    in members/<i> on bootstrap resample i of the training split, or on the whole split with
+    trainer.bagging_resample=none (then only the seed tells members apart). All share the vocabulary, built once
     from the whole split, so their class probabilities average like those of any ensemble. On resume
     every member that has a dir continues in it, so the one interrupted goes on where it stopped and
     those done train no further (or up to a budget raised now); the rest start afresh. Returns the
@@ -114,7 +115,10 @@ def _fit_bagged(cfg: RunConfig, module: Any, prepared: recipes.Prepared, console
     for i in range(cfg.trainer.bagging):
         console.print(f"[bold]member {i + 1}/{cfg.trainer.bagging}[/bold]")
         member = compose(cfg.recipe, [*cfg.overrides, *member_overrides(cfg.trainer, i, bag / MEMBERS / str(i), str(i) in started)])
-        _train(member, module, prepared, bootstrap(prepared.splits["train"], cfg.trainer.seed, i), console, world, on_validation)
+        train_set = prepared.splits["train"]
+        if cfg.trainer.bagging_resample == "bootstrap":
+            train_set = bootstrap(train_set, cfg.trainer.seed, i)
+        _train(member, module, prepared, train_set, console, world, on_validation)
     if not world.main:
         return bag, {}
     report = evaluate([bag], [])

@@ -7,6 +7,10 @@ from typing import Optional
 
 from seqtrain.errors import ConfigError
 
+# What each member of a bagged run trains on: its own bootstrap resample (Breiman's bagging), or the
+# whole split with only its seed differing (a deep ensemble, Lakshminarayanan et al. 2017).
+BAGGING_RESAMPLES = ("bootstrap", "none")
+
 
 @dataclass
 class EarlyStoppingConfig:
@@ -38,6 +42,7 @@ class TrainerConfig:
     resume: Optional[str] = None  # a run dir to continue in
     init_from: Optional[str] = None  # a run dir whose weights (matching names and shapes) start a new run
     bagging: Optional[int] = None  # K: K members on bootstrap resamples, one ensemble run dir (runs.py; not read by the trainer)
+    bagging_resample: str = "bootstrap"  # bootstrap, or none: every member on the whole split, differing by seed only
     ema_decay: Optional[float] = None  # validate, keep and use a moving average of the weights (e.g. 0.999)
     log_every_steps: int = 50
     log_histograms_every: int = 0  # 0 = never
@@ -58,6 +63,8 @@ class TrainerConfig:
             raise ConfigError(f"trainer.ema_decay must be between 0 and 1 (e.g. 0.999) or null, got {self.ema_decay}")
         if self.bagging is not None and self.bagging < 2:
             raise ConfigError(f"trainer.bagging must be the number of members, at least 2, or null; got {self.bagging}")
+        if self.bagging_resample not in BAGGING_RESAMPLES:
+            raise ConfigError(f"trainer.bagging_resample must be {' or '.join(BAGGING_RESAMPLES)}, got {self.bagging_resample!r}")
         if self.bagging and self.init_from:
             raise ConfigError("trainer.bagging trains its members from scratch; it does not combine with trainer.init_from")
         if self.devices < 1:

@@ -1,5 +1,5 @@
 """trainer.bagging=K (seqtrain/runs.py, the resample in seqtrain/data/sampler.py): K sentiment members on
-bootstrap resamples in one run dir, which evaluate and sample treat as one averaged ensemble; resume
+bootstrap resamples (or, with trainer.bagging_resample=none, the whole split) in one run dir, which evaluate and sample treat as one averaged ensemble; resume
 continues the member that was stopped; bad values and recipes that cannot be bagged are one line."""
 
 import json
@@ -96,6 +96,23 @@ def test_a_bagged_run_trains_its_members_on_bootstrap_resamples_into_one_run_dir
     assert final["run_dir"] == str(run_dir) and len(final["members"]) == 3 and 0 <= final["accuracy"] <= 1
 
 
+def test_without_resampling_every_member_trains_on_the_whole_split_with_its_own_seed(tmp_path, monkeypatch):
+    trained_on, real_fit = [], runs.trainer.fit
+
+    def recording_fit(task, train_set, *args, **kwargs):
+        trained_on.append(train_set)
+        return real_fit(task, train_set, *args, **kwargs)
+
+    monkeypatch.setattr(runs.trainer, "fit", recording_fit)
+    final = fit("trainer.bagging=2", "trainer.bagging_resample=none", "trainer.max_steps=2", f"run_dir={tmp_path / 'bag'}")
+    full = sentiment.prepare(compose("sentiment", TINY).data, None, ("train",)).splits["train"]
+    assert [type(t) for t in trained_on] == [sentiment.Encoded] * 2 and all(t.lengths == full.lengths for t in trained_on)
+    members = [checkpoint.load(m / "checkpoints" / "last.pt") for m in runs.member_run_dirs(tmp_path / "bag")]
+    assert [m["config"]["trainer"]["seed"] for m in members] == [1234, 1235]
+    assert not torch.equal(members[0]["model"]["head.1.weight"], members[1]["model"]["head.1.weight"])
+    assert len(final["members"]) == 2
+
+
 def test_the_bag_logs_each_member_and_the_ensemble(bag):
     run_dir, final, _ = bag
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -153,6 +170,7 @@ def test_a_bagged_run_stopped_mid_member_resumes_to_the_weights_of_an_uninterrup
     (["recipe=speech", "trainer.bagging=1"], "trainer.bagging must be the number of members, at least 2, or null; got 1"),
     (["recipe=char_lm", "trainer.bagging=3"], "trainer.bagging averages class probabilities, so only a classifier recipe's runs can be bagged; char_lm is not one"),
     (["recipe=seq2seq", "trainer.bagging=3"], "seq2seq is not one"),
+    (["recipe=sentiment", "trainer.bagging=3", "trainer.bagging_resample=half"], "trainer.bagging_resample must be bootstrap or none, got 'half'"),
 ])
 def test_bad_bagging_is_one_line_exit_2_and_creates_nothing(tmp_path, args, message):
     result = seqtrain("fit", *args, f"run_dir={tmp_path / 'run'}")
@@ -166,6 +184,7 @@ def test_a_bagged_run_is_resumed_and_fine_tuned_from_as_a_whole_or_refused_in_on
     for args, message in [
         ([f"trainer.resume={run_dir / 'members' / '1'}"], f"is a member of the bagged run {run_dir}, which resumes as a whole: trainer.resume={run_dir}"),
         ([f"trainer.resume={run_dir}", "trainer.bagging=4"], "trainer.bagging cannot change when a run resumes"),
+        ([f"trainer.resume={run_dir}", "trainer.bagging_resample=none"], "trainer.bagging_resample cannot change when a run resumes"),
         ([f"trainer.init_from={run_dir}", f"run_dir={tmp_path / 'new'}"], f"start from one member, e.g. trainer.init_from={run_dir / 'members' / '0'}"),
         (["trainer.bagging=2", f"trainer.init_from={run_dir / 'members' / '0'}"], "does not combine with trainer.init_from"),
     ]:
