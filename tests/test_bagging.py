@@ -77,7 +77,7 @@ def bag(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(runs.trainer, "fit", recording_fit)
-        final = fit("trainer.bagging=3", f"run_dir={run_dir}")
+        final = fit("trainer.bagging=3", "trainer.bagging_resample=bootstrap", f"run_dir={run_dir}")
     return run_dir, final, trained_on
 
 
@@ -96,7 +96,7 @@ def test_a_bagged_run_trains_its_members_on_bootstrap_resamples_into_one_run_dir
     assert final["run_dir"] == str(run_dir) and len(final["members"]) == 3 and 0 <= final["accuracy"] <= 1
 
 
-def test_without_resampling_every_member_trains_on_the_whole_split_with_its_own_seed(tmp_path, monkeypatch):
+def test_sentiment_members_train_on_the_whole_split_by_default_each_with_its_own_seed(tmp_path, monkeypatch):
     trained_on, real_fit = [], runs.trainer.fit
 
     def recording_fit(task, train_set, *args, **kwargs):
@@ -104,7 +104,7 @@ def test_without_resampling_every_member_trains_on_the_whole_split_with_its_own_
         return real_fit(task, train_set, *args, **kwargs)
 
     monkeypatch.setattr(runs.trainer, "fit", recording_fit)
-    final = fit("trainer.bagging=2", "trainer.bagging_resample=none", "trainer.max_steps=2", f"run_dir={tmp_path / 'bag'}")
+    final = fit("trainer.bagging=2", "trainer.max_steps=2", f"run_dir={tmp_path / 'bag'}")
     full = sentiment.prepare(compose("sentiment", TINY).data, None, ("train",)).splits["train"]
     assert [type(t) for t in trained_on] == [sentiment.Encoded] * 2 and all(t.lengths == full.lengths for t in trained_on)
     members = [checkpoint.load(m / "checkpoints" / "last.pt") for m in runs.member_run_dirs(tmp_path / "bag")]

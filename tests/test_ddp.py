@@ -205,7 +205,7 @@ def test_a_bagged_run_trains_its_members_one_after_another_on_two_processes(tmp_
     run_dir = tmp_path / "bag"
     result = seqtrain_subprocess(
         "fit", "recipe=sentiment", *RECIPES["sentiment"][1], "data.batch_size=16", "trainer.max_time=null", "trainer.max_epochs=null",
-        "trainer.max_steps=3", "trainer.bagging=2", "trainer.devices=2", f"run_dir={run_dir}")
+        "trainer.max_steps=3", "trainer.bagging=2", "trainer.bagging_resample=bootstrap", "trainer.devices=2", f"run_dir={run_dir}")
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("bagged run dir:") == 1 and result.stdout.count("\n") == 1  # rank 1 prints nothing
     assert len(json.loads(result.stdout)["members"]) == 2
