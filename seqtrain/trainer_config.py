@@ -41,7 +41,7 @@ class TrainerConfig:
     seed: int = 1234
     resume: Optional[str] = None  # a run dir to continue in
     init_from: Optional[str] = None  # a run dir whose weights (matching names and shapes) start a new run
-    bagging: Optional[int] = None  # K: K members on bootstrap resamples, one ensemble run dir (runs.py; not read by the trainer)
+    bagging: Optional[int] = None  # K: K members (trained on what bagging_resample says), one ensemble run dir (runs.py; not read by the trainer)
     bagging_resample: str = "bootstrap"  # bootstrap, or none: every member on the whole split, differing by seed only
     ema_decay: Optional[float] = None  # validate, keep and use a moving average of the weights (e.g. 0.999)
     log_every_steps: int = 50
