@@ -86,7 +86,21 @@ class Decoder(nn.Module):
 
     def step(self, state: DecoderState, prev: torch.Tensor) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
         """One target position: previous tokens (B,) -> logits (B, V), the new state, attention weights (B, S)."""
-        x = torch.cat([self.dropout(self.embedding(prev)), state.feed], -1)  # (B, E + O)
+        new, weights = self.advance(state, self.embed(prev))
+        return self.logits(new.feed), new, weights
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids (...) -> their input vectors (..., E), dropout applied."""
+        return self.dropout(self.embedding(tokens))
+
+    def logits(self, feed: torch.Tensor) -> torch.Tensor:
+        """Attentional vectors (..., O) -> logits (..., V)."""
+        return self.head(self.dropout(feed))
+
+    def advance(self, state: DecoderState, embedded: torch.Tensor) -> tuple[DecoderState, torch.Tensor]:
+        """The recurrence alone: the previous tokens' vectors (B, E) -> the new state (its `feed` is the
+        attentional vector h~ the logits come from) and the attention weights (B, S)."""
+        x = torch.cat([embedded, state.feed], -1)  # (B, E + O)
         hs, cs = [], []
         for layer, cell in enumerate(self.cells):
             if state.c is None:
@@ -98,9 +112,7 @@ class Decoder(nn.Module):
             x = self.dropout(h)
         context, weights = self.attention(h, state.memory, state.mask, state.keys)  # (B, 2 H_enc), (B, S)
         feed = torch.tanh(self.combine(torch.cat([h, context], -1)))  # (B, O)
-        logits = self.head(self.dropout(feed))  # (B, V)
-        new = replace(state, h=torch.stack(hs), c=torch.stack(cs) if cs else None, feed=feed)
-        return logits, new, weights
+        return replace(state, h=torch.stack(hs), c=torch.stack(cs) if cs else None, feed=feed), weights
 
 
 class Seq2Seq(nn.Module):
@@ -159,16 +171,22 @@ class Seq2Seq(nn.Module):
         `generator`, or the global RNG). Evaluation always feeds the gold tokens.
         """
         ratio = self.teacher_forcing if teacher_forcing is None else teacher_forcing
-        scheduled = self.training and ratio < 1.0
         state = self.encode(src, src_lengths)
+        if not (self.training and ratio < 1.0):
+            # Gold tokens in: the embedding and the output layer each run once over all positions, one
+            # product and one weight gradient for the whole target rather than one per position.
+            embedded, feeds = self.decoder.embed(tgt_in), []  # (B, T, E)
+            for t in range(tgt_in.size(1)):
+                state, _ = self.decoder.advance(state, embedded[:, t])
+                feeds.append(state.feed)
+            return self.decoder.logits(torch.stack(feeds, 1))  # (B, T, V)
         prev, logits = tgt_in[:, 0], []
         for t in range(tgt_in.size(1)):
             step_logits, state, _ = self.decoder.step(state, prev)  # (B, V)
             logits.append(step_logits)
             if t + 1 < tgt_in.size(1):
-                prev = tgt_in[:, t + 1]
-                if scheduled:
-                    device = generator.device if generator is not None else prev.device
-                    gold = torch.rand(prev.shape, generator=generator, device=device).to(prev.device) < ratio
-                    prev = torch.where(gold, prev, step_logits.detach().argmax(-1))
+                device = generator.device if generator is not None else prev.device
+                gold = torch.rand(prev.shape, generator=generator, device=device).to(prev.device) < ratio
+                prev = torch.where(gold, tgt_in[:, t + 1], step_logits.detach().argmax(-1))
         return torch.stack(logits, 1)  # (B, T, V)
+
