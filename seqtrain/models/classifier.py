@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 from seqtrain.data.collate import lengths_to_mask
 from seqtrain.data.subwords import PAD_BUCKET
+from seqtrain.models.dropout import Dropout, dropout
 from seqtrain.models.rnn import RecurrentStack
 
 POOLINGS = ("last", "mean", "max", "attention")
@@ -75,17 +76,17 @@ class SequenceClassifier(nn.Module):
         self.attention = AdditiveSelfAttention(size, attention_size) if pooling == "attention" else None
         if mlp_hidden:
             self.head = nn.Sequential(
-                nn.Dropout(dropout), nn.Linear(size, mlp_hidden), nn.ReLU(),
-                nn.Dropout(dropout), nn.Linear(mlp_hidden, num_classes),
+                Dropout(dropout), nn.Linear(size, mlp_hidden), nn.ReLU(),
+                Dropout(dropout), nn.Linear(mlp_hidden, num_classes),
             )
         else:
-            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(size, num_classes))
+            self.head = nn.Sequential(Dropout(dropout), nn.Linear(size, num_classes))
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) token ids, (B,) lengths, (B, T, K) n-gram buckets if subword_buckets > 0 -> (B, C) class logits."""
         x = self.embedding(tokens)  # (B, T, E)
         if self.training and self.embedding_dropout > 0:
-            keep = F.dropout(x.new_ones(x.shape[:2] + (1,)), self.embedding_dropout)  # (B, T, 1): 0 or 1/(1-p)
+            keep = dropout(x.new_ones(x.shape[:2] + (1,)), self.embedding_dropout)  # (B, T, 1): 0 or 1/(1-p)
             x = x * keep
         if self.subwords is not None:
             x = x + self.subword_vectors(subwords)

@@ -19,6 +19,7 @@ from torch import nn
 
 from seqtrain.data.collate import lengths_to_mask
 from seqtrain.errors import ConfigError
+from seqtrain.models.dropout import Dropout
 from seqtrain.models.ligru import MaskedBatchNorm
 from seqtrain.models.rnn import CELLS, RecurrentStack
 
@@ -53,7 +54,7 @@ class ConvBlock(nn.Module):
         self.norm = Norm(norm, (bins, out_channels))  # layer norm: over each frame's whole feature map
         self.activation = ACTIVATIONS[activation]()
         self.pool = pool
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.out_bins = bins // pool
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -72,7 +73,7 @@ class DenseBlock(nn.Module):
         self.linear = nn.Linear(in_size, out_size)
         self.norm = Norm(norm, (out_size,))
         self.activation = ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, T, in) -> (B, T, out)"""

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from seqtrain.models.dropout import Dropout
 from seqtrain.models.rnn import RecurrentStack, State
 
 
@@ -32,7 +33,7 @@ class RecurrentLM(nn.Module):
         super().__init__()
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embedding_dim) if embedding_dim > 0 else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = RecurrentStack(cell, embedding_dim or vocab_size, hidden_size, num_layers, dropout=dropout, weight_drop=weight_drop)
         out_dim = hidden_size
         self.projection = None

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from seqtrain.data.collate import lengths_to_mask
+from seqtrain.models.dropout import dropout
 
 
 class MaskedBatchNorm(nn.Module):
@@ -111,7 +112,7 @@ class LiGRULayer(nn.Module):
         h = x.new_zeros(D, B, H) if h is None else h
         keep = torch.ones_like(h)
         if self.training and self.dropout > 0:  # one mask per sequence, shared by every step
-            keep = torch.bernoulli(torch.full_like(h, 1 - self.dropout)) / (1 - self.dropout)
+            keep = dropout(keep, self.dropout)
         valid = mask.T[:, None, :, None]  # (T, 1, B, 1)
         recur = scripted_recurrence() if torch.jit.is_tracing() else recurrence
         steps, h = recur(projected, self.u, h, keep, valid)  # (T, D, B, H), (D, B, H)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from seqtrain.models.dropout import dropout
 from seqtrain.models.ligru import LiGRU
 
 CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "ligru")
@@ -80,7 +80,7 @@ class RecurrentStack(nn.Module):
         if not (self.training and self.weight_drop):
             return self.rnn(x, state)
         dropped = {
-            name: F.dropout(weight, self.weight_drop)
+            name: dropout(weight, self.weight_drop)
             for name, weight in self.rnn.named_parameters() if name.startswith("weight_hh")
         }
         return torch.func.functional_call(self.rnn, dropped, (x, state))

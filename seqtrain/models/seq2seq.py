@@ -21,6 +21,7 @@ from torch import nn
 
 from seqtrain.data.collate import lengths_to_mask
 from seqtrain.models.attention import Attention
+from seqtrain.models.dropout import Dropout
 from seqtrain.models.rnn import RecurrentStack
 
 DECODER_CELLS = {"gru": nn.GRUCell, "lstm": nn.LSTMCell}
@@ -51,7 +52,7 @@ class Encoder(nn.Module):
                  dropout: float, pad_id: int):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.rnn = RecurrentStack(cell, embedding_dim, hidden_size, num_layers, bidirectional=True, dropout=dropout)
 
     def forward(self, src: torch.Tensor, lengths: torch.Tensor):
@@ -75,7 +76,7 @@ class Decoder(nn.Module):
             raise ValueError(f"unknown decoder cell {cell!r}; valid: {', '.join(DECODER_CELLS)}")
         self.out_size = embedding_dim if tie_embeddings else hidden_size  # the size of h~
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         sizes = [embedding_dim + self.out_size] + [hidden_size] * (num_layers - 1)
         self.cells = nn.ModuleList(DECODER_CELLS[cell](size, hidden_size) for size in sizes)
         self.attention = Attention(attention, hidden_size, memory_size)
