@@ -176,9 +176,10 @@ class Seq2Seq(nn.Module):
         if not (self.training and ratio < 1.0):
             # Gold tokens in: the embedding and the output layer each run once over all positions, one
             # product and one weight gradient for the whole target rather than one per position.
-            embedded, feeds = self.decoder.embed(tgt_in), []  # (B, T, E)
-            for t in range(tgt_in.size(1)):
-                state, _ = self.decoder.advance(state, embedded[:, t])
+            # unbind, not embedded[:, t]: the gradient of each index would be a zeroed copy of all of it.
+            feeds = []
+            for embedded in self.decoder.embed(tgt_in).unbind(1):  # (B, T, E) -> T x (B, E)
+                state, _ = self.decoder.advance(state, embedded)
                 feeds.append(state.feed)
             return self.decoder.logits(torch.stack(feeds, 1))  # (B, T, V)
         prev, logits = tgt_in[:, 0], []
