@@ -51,6 +51,18 @@ def test_step_by_step_equals_the_training_forward(cell):
     torch.testing.assert_close(torch.stack(steps, 1), expected)
 
 
+@pytest.mark.parametrize("teacher_forcing", [1.0, 0.5])
+def test_positions_give_the_logits_of_those_positions_alone(teacher_forcing):
+    """What the training loss asks for: only the real target positions, in row-major order."""
+    src, src_lengths, tgt, tgt_lengths = batch_of([[3, 4, 5], [6, 7]], [[5, 6, 7], [8]])
+    positions = torch.arange(tgt.size(1))[None] < tgt_lengths[:, None]  # (2, 4)
+    model = tiny(teacher_forcing=teacher_forcing).train()
+    full = model(src, src_lengths, tgt, generator=torch.Generator().manual_seed(5))
+    picked = model(src, src_lengths, tgt, generator=torch.Generator().manual_seed(5), positions=positions)
+    assert picked.shape == (int(tgt_lengths.sum()), 13)
+    torch.testing.assert_close(picked, full[positions])
+
+
 def test_tied_embeddings_share_one_matrix():
     model = tiny(tie_embeddings=True)
     assert model.decoder.head.weight is model.decoder.embedding.weight

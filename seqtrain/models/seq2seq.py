@@ -164,8 +164,11 @@ class Seq2Seq(nn.Module):
         tgt_in: torch.Tensor,
         teacher_forcing: float | None = None,
         generator: torch.Generator | None = None,
+        positions: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """(B, S) source, (B,) lengths, (B, T) target input (BOS first) -> logits (B, T, V).
+        """(B, S) source, (B,) lengths, (B, T) target input (BOS first) -> logits (B, T, V), or (N, V) at
+        the N positions where `positions` (B, T) is True: the loss needs no logits for padding, and the
+        output layer is the largest product of a training step.
 
         In training with a teacher-forcing ratio below 1, each example at each step feeds back the model's
         own previous argmax instead of the gold token with probability 1 - ratio (coins drawn from
@@ -181,7 +184,8 @@ class Seq2Seq(nn.Module):
             for embedded in self.decoder.embed(tgt_in).unbind(1):  # (B, T, E) -> T x (B, E)
                 state, _ = self.decoder.advance(state, embedded)
                 feeds.append(state.feed)
-            return self.decoder.logits(torch.stack(feeds, 1))  # (B, T, V)
+            feeds = torch.stack(feeds, 1)  # (B, T, O)
+            return self.decoder.logits(feeds if positions is None else feeds[positions])  # (B, T, V) or (N, V)
         prev, logits = tgt_in[:, 0], []
         for t in range(tgt_in.size(1)):
             step_logits, state, _ = self.decoder.step(state, prev)  # (B, V)
@@ -190,5 +194,6 @@ class Seq2Seq(nn.Module):
                 device = generator.device if generator is not None else prev.device
                 gold = torch.rand(prev.shape, generator=generator, device=device).to(prev.device) < ratio
                 prev = torch.where(gold, tgt_in[:, t + 1], step_logits.detach().argmax(-1))
-        return torch.stack(logits, 1)  # (B, T, V)
+        logits = torch.stack(logits, 1)  # (B, T, V)
+        return logits if positions is None else logits[positions]
 

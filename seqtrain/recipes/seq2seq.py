@@ -178,9 +178,9 @@ def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, t
     `label_smoothing` written out, so that the plain NLL (for loss and perplexity) comes from the
     same log-softmax.
     """
-    logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])  # (B, T, V)
     mask = batch["tgt_mask"]  # (B, T)
-    log_probs = logits.float().log_softmax(-1)[mask]  # (N, V) real target positions only
+    logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], positions=mask)  # (N, V) real target positions only
+    log_probs = logits.float().log_softmax(-1)
     gold = batch["tgt_out"][mask]  # (N,)
     nll = -log_probs.gather(1, gold[:, None]).sum()
     smoothing = model.label_smoothing
@@ -322,13 +322,16 @@ class ExportedSeq2Seq(torch.nn.Module):
         new = DecoderState(out["h_next"], out.get("c_next"), out["feed_next"], state.memory, state.keys, state.mask)
         return out["logits"], new, out["weights"]
 
-    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """(B, S), (B,), (B, T) gold target input -> (B, T, V) logits, feeding the gold tokens as Seq2Seq does in evaluation."""
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+                positions: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S), (B,), (B, T) gold target input -> (B, T, V) logits (or (N, V) where `positions` is True),
+        feeding the gold tokens as Seq2Seq does in evaluation."""
         state, logits = self.encode(src, src_lengths), []
         for t in range(tgt_in.size(1)):
             step_logits, state, _ = self.step(state, tgt_in[:, t])
             logits.append(step_logits)
-        return torch.stack(logits, 1)
+        logits = torch.stack(logits, 1)
+        return logits if positions is None else logits[positions]
 
 
 def from_export(graphs: dict, state: dict) -> ExportedSeq2Seq:
