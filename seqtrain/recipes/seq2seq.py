@@ -45,7 +45,7 @@ class ModelConfig:
     num_layers: int = 1  # encoder and decoder alike
     attention: str = "additive"  # additive (Bahdanau), dot, general (Luong)
     dropout: float = 0.1
-    tie_embeddings: bool = False  # the output layer reuses the decoder's input embedding
+    tie_embeddings: bool = True  # the output layer reuses the decoder's input embedding
     teacher_forcing: float = 1.0  # probability of feeding the gold token; < 1 is scheduled sampling
     label_smoothing: float = 0.1
     init: str = "default"  # default, xavier, kaiming
