@@ -149,7 +149,7 @@ def fit(
     # validation to the next. The raw weights go on training and are saved only for resume.
     averaged = None
     if cfg.ema_decay is not None:
-        averaged = swa_utils.AveragedModel(model, multi_avg_fn=swa_utils.get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        averaged = swa_utils.AveragedModel(model, multi_avg_fn=debiased_ema(cfg.ema_decay), use_buffers=True)
     evaluated = model if averaged is None else averaged.module
 
     # 2. Batches, optimiser, schedule. The loader gets its own generator so that making a new iterator
@@ -400,3 +400,24 @@ def clip_gradients(
 
 def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return optimizer.param_groups[0]["lr"]
+
+
+
+def debiased_ema(decay: float) -> Callable:
+    """An exponential moving average of the weights without the start's bias, as Adam corrects its
+    moments: after t updates, update s weighs decay^(t-s), normalised by 1 - decay^t. Torch's own EMA
+    starts from the first weights and keeps decay^t of them, 13.5% after 2,000 steps at 0.999, so in a
+    run of a few thousand steps the near-random start lingers in what is validated and kept. Debiased,
+    the average is the plain mean of the weights so far while t is small against 1 / (1 - decay), and
+    becomes the EMA after that. `num_averaged` is the number of updates before this one."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        t = int(num_averaged) + 1
+        keep = decay * (1 - decay ** (t - 1)) / (1 - decay**t)
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - keep)
+        else:  # counters such as batch norm's num_batches_tracked: an average means nothing
+            torch._foreach_copy_(averaged, current)
+
+    return update

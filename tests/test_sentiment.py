@@ -96,6 +96,58 @@ def test_padding_never_changes_a_prediction_through_step(runs):
             assert_float32_close(sentiment.predict(model, sentiment.collate([item]))[0], row)
 
 
+
+def mixup_batch(run_dir, alpha):
+    """The first run's model without dropout (eval mode) and a labelled batch of five sentences."""
+    state = checkpoint.load(run_dir / "checkpoints" / "best.pt")
+    model = sentiment.build_model(sentiment.ModelConfig(**{**state["config"]["model"], "mixup_alpha": alpha}), state["vocab"]).eval()
+    model.load_state_dict(state["model"])
+    texts = ["the film is dull", "not bad", "very moving", "good", "the story is slightly silly"]
+    inputs = sentiment.prepare_inputs(state["vocab"], texts).splits["inputs"]
+    inputs.labels[:] = torch.tensor([0, 1, 1, 1, 0])
+    return model, sentiment.collate([inputs[i] for i in range(len(texts))])
+
+
+def test_mixup_blends_features_and_labels_together(runs, monkeypatch):
+    """With blend weights of 0 each example is scored as its partner, with its partner's label, and as
+    the partners are a permutation of the batch, the summed loss is the unmixed one; with weights of 1/2 both examples of a pair get the same
+    logits, those of their features' midpoint."""
+    run_dir, _, _ = runs
+    model, batch = mixup_batch(run_dir, 0.4)
+    weights = torch.zeros(5)
+
+    class FixedBeta:  # the blend weights, given instead of drawn
+        def __init__(self, *_):
+            pass
+
+        def sample(self, shape):
+            assert shape == (5,)
+            return weights
+
+    monkeypatch.setattr(torch.distributions, "Beta", FixedBeta)
+    with torch.no_grad():
+        plain, _ = sentiment.step(model, batch)  # eval mode: no mixup
+        _, loss_sum = sentiment.mixup_loss(model, batch)
+        assert_float32_close(loss_sum / 5, plain)
+        weights.fill_(0.5)
+        torch.manual_seed(0)
+        logits, loss_sum = sentiment.mixup_loss(model, batch)
+        torch.manual_seed(0)
+        partner = torch.randperm(5)
+        features = model.features(batch["tokens"], batch["lengths"], batch.get("subwords"))
+        assert_float32_close(logits, model.head((features + features[partner]) / 2))
+        assert partner.tolist() != list(range(5)) and not torch.allclose(loss_sum / 5, plain, rtol=1e-3)
+
+
+def test_mixup_acts_in_training_only_and_a_negative_alpha_is_refused(runs):
+    run_dir, _, _ = runs
+    model, batch = mixup_batch(run_dir, 0.4)
+    with torch.no_grad():
+        assert_float32_close(sentiment.step(model, batch)[0], sentiment.step(mixup_batch(run_dir, 0.0)[0], batch)[0])
+    result = seqtrain("fit", "recipe=sentiment", "model.mixup_alpha=-1", f"run_dir={run_dir.parent / 'refused'}")
+    assert result.exit_code == 2 and "model.mixup_alpha=-1.0 must be >= 0" in result.output
+    assert not (run_dir.parent / "refused").exists()
+
 @pytest.mark.parametrize("train, valid, message", [
     ("text\tlabel\ngood\t1\n", "sentence\tlabel\nfine\t1\n", "has no column 'sentence'; its columns: text, label"),
     ("", "sentence\tlabel\nfine\t1\n", "train.tsv is empty"),

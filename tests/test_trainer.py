@@ -81,16 +81,21 @@ def test_ema_validates_and_keeps_the_moving_average_and_saves_the_raw_weights_fo
         lambda *_: raw_after_each_step.append(torch.cat([p.detach().clone().flatten() for p in task.model.parameters()]))
     )
     try:
-        _, metrics = fit_regression(tmp_path, task=task, shuffle=False, ema_decay=0.8)
+        _, metrics = fit_regression(tmp_path, task=task, shuffle=False, ema_decay=0.95)
     finally:
         record.remove()
-    expected = raw_after_each_step[0]
+    # Debiased: update s of t weighs 0.95^(t-s), normalised, and nothing is left of the start.
+    t = len(raw_after_each_step)
+    weights = torch.tensor([0.95 ** (t - s) for s in range(1, t + 1)], dtype=torch.float64)
+    expected = (weights[:, None] * torch.stack(raw_after_each_step).double()).sum(0) / weights.sum()
+    biased = raw_after_each_step[0]  # torch's own EMA keeps 0.95^39 = 13.5% of the first weights
     for raw in raw_after_each_step[1:]:
-        expected = 0.8 * expected + 0.2 * raw
+        biased = 0.95 * biased + 0.05 * raw
     saved = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
     averaged = torch.cat([saved["model"]["weight"].flatten(), saved["model"]["bias"]])
     raw = torch.cat([saved["training_model"]["weight"].flatten(), saved["training_model"]["bias"]])
-    assert_float32_close(averaged, expected, ulps=64)
+    assert_float32_close(averaged, expected.float(), ulps=64)
+    assert not torch.allclose(averaged, biased, rtol=1e-2)
     assert not torch.allclose(averaged, raw, atol=1e-3)
     assert torch.equal(raw, raw_after_each_step[-1]) and saved["ema_updates"] == 40
     check = torch.nn.Linear(3, 1)

@@ -84,6 +84,10 @@ class SequenceClassifier(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) token ids, (B,) lengths, (B, T, K) n-gram buckets if subword_buckets > 0 -> (B, C) class logits."""
+        return self.head(self.features(tokens, lengths, subwords))
+
+    def features(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled sentence vector (B, H) that `head` turns into logits: what mixup blends."""
         x = self.embedding(tokens)  # (B, T, E)
         if self.training and self.embedding_dropout > 0:
             keep = dropout(x.new_ones(x.shape[:2] + (1,)), self.embedding_dropout)  # (B, T, 1): 0 or 1/(1-p)
@@ -91,7 +95,7 @@ class SequenceClassifier(nn.Module):
         if self.subwords is not None:
             x = x + self.subword_vectors(subwords)
         states, _ = self.rnn(x, lengths)  # (B, T, H), zeros past each length
-        return self.head(self.pool(states, lengths))  # (B, H) -> (B, C)
+        return self.pool(states, lengths)
 
     def subword_vectors(self, subwords: torch.Tensor) -> torch.Tensor:
         """(B, T, K) n-gram buckets -> (B, T, E): the mean of each word's n-gram vectors; zeros for a word
