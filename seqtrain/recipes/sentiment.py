@@ -2,7 +2,7 @@
 
 What differs from other recipes: labelled texts (generated, SST-2, any TSV/CSV, folder per class), a
 word or sentencepiece tokenizer learnt from the training split, and a cross-entropy loss with label
-smoothing and class weights. The vocabulary saved with a run holds the tokenizer and the class names,
+smoothing, class weights and optional sentence mixup. The vocabulary saved with a run holds the tokenizer and the class names,
 so evaluation data and `seqtrain sample` inputs are read exactly as training was. As a classifier
 recipe it provides `classes`, `predict` and `prepare_inputs`, which `seqtrain sample` and `seqtrain
 evaluate` use for one run or an ensemble of several.
