@@ -402,7 +402,6 @@ def current_lr(optimizer: torch.optim.Optimizer) -> float:
     return optimizer.param_groups[0]["lr"]
 
 
-
 def debiased_ema(decay: float) -> Callable:
     """An exponential moving average of the weights without the start's bias, as Adam corrects its
     moments: after t updates, update s weighs decay^(t-s), normalised by 1 - decay^t. Torch's own EMA

@@ -2,10 +2,10 @@
 
 What differs from other recipes: labelled texts (generated, SST-2, any TSV/CSV, folder per class), a
 word or sentencepiece tokenizer learnt from the training split, and a cross-entropy loss with label
-smoothing, class weights and optional sentence mixup. The vocabulary saved with a run holds the tokenizer and the class names,
-so evaluation data and `seqtrain sample` inputs are read exactly as training was. As a classifier
-recipe it provides `classes`, `predict` and `prepare_inputs`, which `seqtrain sample` and `seqtrain
-evaluate` use for one run or an ensemble of several.
+smoothing, class weights and optional sentence mixup. The vocabulary saved with a run holds the
+tokenizer and the class names, so evaluation data and `seqtrain sample` inputs are read exactly as
+training was. As a classifier recipe it provides `classes`, `predict` and `prepare_inputs`, which
+`seqtrain sample` and `seqtrain evaluate` use for one run or an ensemble of several.
 """
 
 from __future__ import annotations
@@ -254,7 +254,7 @@ def mixup_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch
     blended with another example's of the same batch, lam * a + (1 - lam) * b with lam ~ Beta(alpha,
     alpha) per example, and the loss is the same blend of the two labels' losses. Blending the pooled
     vectors rather than the inputs sidesteps the different lengths, and the model is asked to be linear
-    between training sentences, a regulariser that costs one extra linear layer per step. Returns the
+    between training sentences, a regulariser that costs a permutation and a blend per step. Returns the
     logits (B, C) and the summed loss."""
     labels = batch["labels"]
     features = model.features(batch["tokens"], batch["lengths"], batch.get("subwords"))  # (B, H)
