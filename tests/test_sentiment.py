@@ -96,7 +96,6 @@ def test_padding_never_changes_a_prediction_through_step(runs):
             assert_float32_close(sentiment.predict(model, sentiment.collate([item]))[0], row)
 
 
-
 def mixup_batch(run_dir, alpha):
     """The first run's model without dropout (eval mode) and a labelled batch of five sentences."""
     state = checkpoint.load(run_dir / "checkpoints" / "best.pt")
@@ -110,8 +109,8 @@ def mixup_batch(run_dir, alpha):
 
 def test_mixup_blends_features_and_labels_together(runs, monkeypatch):
     """With blend weights of 0 each example is scored as its partner, with its partner's label, and as
-    the partners are a permutation of the batch, the summed loss is the unmixed one; with weights of 1/2 both examples of a pair get the same
-    logits, those of their features' midpoint."""
+    the partners are a permutation of the batch, the summed loss is the unmixed one; with weights of 1/2
+    both examples of a pair get the same logits, those of their features' midpoint."""
     run_dir, _, _ = runs
     model, batch = mixup_batch(run_dir, 0.4)
     weights = torch.zeros(5)
@@ -147,6 +146,7 @@ def test_mixup_acts_in_training_only_and_a_negative_alpha_is_refused(runs):
     result = seqtrain("fit", "recipe=sentiment", "model.mixup_alpha=-1", f"run_dir={run_dir.parent / 'refused'}")
     assert result.exit_code == 2 and "model.mixup_alpha=-1.0 must be >= 0" in result.output
     assert not (run_dir.parent / "refused").exists()
+
 
 @pytest.mark.parametrize("train, valid, message", [
     ("text\tlabel\ngood\t1\n", "sentence\tlabel\nfine\t1\n", "has no column 'sentence'; its columns: text, label"),

@@ -239,9 +239,7 @@ def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, t
         logits, loss_sum = mixup_loss(model, batch)
     else:
         logits = class_logits(model, batch)
-        loss_sum = F.cross_entropy(
-            logits, labels, weight=model.class_weights, label_smoothing=model.label_smoothing, reduction="sum"
-        )
+        loss_sum = example_losses(model, logits, labels).sum()
     stats = {
         "loss_sum": loss_sum.detach(), "examples": torch.tensor(float(len(labels))),
         "confusion": confusion_matrix(labels, logits.argmax(dim=-1), logits.size(1)),  # (C, C) counts
@@ -261,11 +259,13 @@ def mixup_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch
     lam = torch.distributions.Beta(model.mixup_alpha, model.mixup_alpha).sample((len(labels),)).to(features)  # (B,)
     partner = torch.randperm(len(labels), device=labels.device)
     logits = model.head(lam[:, None] * features + (1 - lam[:, None]) * features[partner]).float()
+    losses = lam * example_losses(model, logits, labels) + (1 - lam) * example_losses(model, logits, labels[partner])
+    return logits, losses.sum()
 
-    def losses(targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits, targets, weight=model.class_weights, label_smoothing=model.label_smoothing, reduction="none")
 
-    return logits, (lam * losses(labels) + (1 - lam) * losses(labels[partner])).sum()
+def example_losses(model: torch.nn.Module, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """(B,) cross-entropy of each example, with the model's class weights and label smoothing."""
+    return F.cross_entropy(logits, targets, weight=model.class_weights, label_smoothing=model.label_smoothing, reduction="none")
 
 
 def summarize(totals: dict[str, torch.Tensor]) -> dict[str, float]:
