@@ -148,6 +148,25 @@ def test_mixup_acts_in_training_only_and_a_negative_alpha_is_refused(runs):
     assert not (run_dir.parent / "refused").exists()
 
 
+def test_weight_drop_reaches_the_recurrence_and_leaves_evaluation_alone(runs):
+    """model.weight_drop is handed to the classifier's recurrent stack, whose tests cover the masking;
+    in eval mode the model scores exactly as without it."""
+    run_dir, _, _ = runs
+    state = checkpoint.load(run_dir / "checkpoints" / "best.pt")
+    models = []
+    for weight_drop in (0.0, 0.5):
+        model = sentiment.build_model(sentiment.ModelConfig(**{**state["config"]["model"], "weight_drop": weight_drop}), state["vocab"])
+        model.load_state_dict(state["model"])
+        models.append(model.eval())
+    assert models[1].rnn.weight_drop == 0.5
+    batch = mixup_batch(run_dir, 0.0)[1]
+    with torch.no_grad():
+        assert torch.equal(sentiment.class_logits(models[0], batch), sentiment.class_logits(models[1], batch))
+    result = seqtrain("fit", "recipe=sentiment", "model.cell=ligru", "model.weight_drop=0.2", f"run_dir={run_dir.parent / 'refused'}")
+    assert result.exit_code == 2 and "model.weight_drop is for rnn, gru and lstm cells" in result.output
+    assert not (run_dir.parent / "refused").exists()
+
+
 @pytest.mark.parametrize("train, valid, message", [
     ("text\tlabel\ngood\t1\n", "sentence\tlabel\nfine\t1\n", "has no column 'sentence'; its columns: text, label"),
     ("", "sentence\tlabel\nfine\t1\n", "train.tsv is empty"),

@@ -54,13 +54,14 @@ class SequenceClassifier(nn.Module):
         attention_size: int = 128,
         padding_idx: int = 0,
         subword_buckets: int = 0,
+        weight_drop: float = 0.0,
     ):
         """`dropout` acts between recurrent layers and before each MLP layer; `embedding_dropout` zeroes
         whole token vectors (word dropout), so the model cannot lean on any single word. `mlp_hidden`
         = 0 makes the head one linear layer. `subword_buckets` > 0 adds to each word's vector the mean of
         its hashed character n-grams' vectors (seqtrain/data/subwords.py), which word dropout leaves in
         place: the model learns to read a word it cannot identify from its spelling, as it must for a
-        word unseen in training."""
+        word unseen in training. `weight_drop` is DropConnect on the recurrent weights (RecurrentStack)."""
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
@@ -71,7 +72,7 @@ class SequenceClassifier(nn.Module):
         self.subwords = (
             nn.EmbeddingBag(subword_buckets, embedding_dim, mode="mean", padding_idx=PAD_BUCKET) if subword_buckets else None
         )
-        self.rnn = RecurrentStack(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout)
+        self.rnn = RecurrentStack(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout, weight_drop)
         size = self.rnn.output_size
         self.attention = AdditiveSelfAttention(size, attention_size) if pooling == "attention" else None
         if mlp_hidden:

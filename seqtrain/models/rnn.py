@@ -14,6 +14,15 @@ CELLS = ("rnn_tanh", "rnn_relu", "gru", "lstm", "ligru")
 State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 
 
+def weight_drop_problem(cell: str, weight_drop: float) -> str | None:
+    """Why `weight_drop` cannot apply to `cell`, or None: one message for the model and the configs."""
+    if not 0 <= weight_drop < 1:
+        return f"model.weight_drop must be in [0, 1), got {weight_drop}"
+    if weight_drop and cell == "ligru":
+        return "model.weight_drop is for rnn, gru and lstm cells; Li-GRU drops its recurrent units with model.dropout"
+    return None
+
+
 def onednn_off():
     """Switch oneDNN's RNN kernels off where they hurt; only the `enabled` flag is touched.
 
@@ -48,8 +57,8 @@ class RecurrentStack(nn.Module):
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"unknown cell {cell!r}; valid: {', '.join(CELLS)}")
-        if weight_drop and cell == "ligru":
-            raise ValueError("weight_drop is for rnn, gru and lstm cells; Li-GRU has its own recurrent dropout")
+        if problem := weight_drop_problem(cell, weight_drop):
+            raise ValueError(problem)
         self.weight_drop = weight_drop
         kwargs = dict(
             input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, batch_first=True,

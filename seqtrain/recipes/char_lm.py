@@ -20,7 +20,7 @@ from seqtrain.data.windows import IGNORE, StreamDataset, WindowDataset, collate_
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.language_model import RecurrentLM
-from seqtrain.models.rnn import CELLS, onednn_off
+from seqtrain.models.rnn import CELLS, onednn_off, weight_drop_problem
 from seqtrain.models.sampling import sample_next
 from seqtrain.recipes import Graph, Prepared, SampleOptions
 
@@ -49,10 +49,8 @@ class ModelConfig:
             raise ConfigError("model.tie_weights needs model.embedding_dim > 0 (one-hot input has no embedding to tie)")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.weight_drop < 1:
-            raise ConfigError(f"model.weight_drop must be in [0, 1), got {self.weight_drop}")
-        if self.weight_drop and self.cell == "ligru":
-            raise ConfigError("model.weight_drop is for rnn, gru and lstm cells; Li-GRU drops its recurrent units with model.dropout")
+        if problem := weight_drop_problem(self.cell, self.weight_drop):
+            raise ConfigError(problem)
 
 
 @dataclass

@@ -29,7 +29,7 @@ from seqtrain.errors import ConfigError, DataError
 from seqtrain.metrics import classification_metrics, confusion_matrix
 from seqtrain.models.classifier import POOLINGS, SequenceClassifier
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
-from seqtrain.models.rnn import CELLS
+from seqtrain.models.rnn import CELLS, weight_drop_problem
 from seqtrain.recipes import Graph, Prepared
 
 SOURCES = ("synthetic", "sst2", "tsv", "folder")
@@ -57,6 +57,7 @@ class ModelConfig:
     mlp_hidden: int = 0  # 0 = a linear head
     dropout: float = 0.3
     embedding_dropout: float = 0.1  # drops whole words
+    weight_drop: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights; rnn, gru and lstm
     init: str = "default"  # default, xavier, kaiming
     recurrent_init: str = "default"  # default, orthogonal, xavier
     # The loss lives here because `step` sees only the model and the batch.
@@ -73,6 +74,8 @@ class ModelConfig:
                 raise ConfigError(f"model.{key}={value!r} is unknown; valid: {', '.join(valid)}")
         if not (0 <= self.dropout < 1 and 0 <= self.embedding_dropout < 1 and 0 <= self.label_smoothing < 1):
             raise ConfigError("model.dropout, model.embedding_dropout and model.label_smoothing must be in [0, 1)")
+        if problem := weight_drop_problem(self.cell, self.weight_drop):
+            raise ConfigError(problem)
         if self.mixup_alpha < 0:
             raise ConfigError(f"model.mixup_alpha={self.mixup_alpha} must be >= 0 (0 = off)")
 
@@ -224,6 +227,7 @@ def build_model(model: ModelConfig, vocab: dict) -> SequenceClassifier:
         len(tokenizer_from_dict(vocab["tokenizer"])), len(counts), model.embedding_dim, model.cell,
         model.hidden_size, model.num_layers, model.bidirectional, model.pooling, model.dropout,
         model.embedding_dropout, model.mlp_hidden, model.attention_size, PAD_ID, vocab.get("subword_buckets", 0),
+        model.weight_drop,
     )
     initialize(classifier, model.init, model.recurrent_init)
     weights = counts.sum() / (len(counts) * counts.clamp(min=1)) if model.class_weights == "balanced" else torch.ones_like(counts)
