@@ -96,10 +96,11 @@ def test_padding_never_changes_a_prediction_through_step(runs):
             assert_float32_close(sentiment.predict(model, sentiment.collate([item]))[0], row)
 
 
-def mixup_batch(run_dir, alpha):
-    """The first run's model without dropout (eval mode) and a labelled batch of five sentences."""
+def trained_model_and_batch(run_dir, **model_overrides):
+    """The first run's model, its config changed by `model_overrides`, without dropout (eval mode), and
+    a labelled batch of five sentences."""
     state = checkpoint.load(run_dir / "checkpoints" / "best.pt")
-    model = sentiment.build_model(sentiment.ModelConfig(**{**state["config"]["model"], "mixup_alpha": alpha}), state["vocab"]).eval()
+    model = sentiment.build_model(sentiment.ModelConfig(**{**state["config"]["model"], **model_overrides}), state["vocab"]).eval()
     model.load_state_dict(state["model"])
     texts = ["the film is dull", "not bad", "very moving", "good", "the story is slightly silly"]
     inputs = sentiment.prepare_inputs(state["vocab"], texts).splits["inputs"]
@@ -112,7 +113,7 @@ def test_mixup_blends_features_and_labels_together(runs, monkeypatch):
     the partners are a permutation of the batch, the summed loss is the unmixed one; with weights of 1/2
     both examples of a pair get the same logits, those of their features' midpoint."""
     run_dir, _, _ = runs
-    model, batch = mixup_batch(run_dir, 0.4)
+    model, batch = trained_model_and_batch(run_dir, mixup_alpha=0.4)
     weights = torch.zeros(5)
 
     class FixedBeta:  # the blend weights, given instead of drawn
@@ -140,9 +141,9 @@ def test_mixup_blends_features_and_labels_together(runs, monkeypatch):
 
 def test_mixup_acts_in_training_only_and_a_negative_alpha_is_refused(runs):
     run_dir, _, _ = runs
-    model, batch = mixup_batch(run_dir, 0.4)
+    model, batch = trained_model_and_batch(run_dir, mixup_alpha=0.4)
     with torch.no_grad():
-        assert_float32_close(sentiment.step(model, batch)[0], sentiment.step(mixup_batch(run_dir, 0.0)[0], batch)[0])
+        assert_float32_close(sentiment.step(model, batch)[0], sentiment.step(trained_model_and_batch(run_dir, mixup_alpha=0.0)[0], batch)[0])
     result = seqtrain("fit", "recipe=sentiment", "model.mixup_alpha=-1", f"run_dir={run_dir.parent / 'refused'}")
     assert result.exit_code == 2 and "model.mixup_alpha=-1.0 must be >= 0" in result.output
     assert not (run_dir.parent / "refused").exists()
@@ -152,16 +153,11 @@ def test_weight_drop_reaches_the_recurrence_and_leaves_evaluation_alone(runs):
     """model.weight_drop is handed to the classifier's recurrent stack, whose tests cover the masking;
     in eval mode the model scores exactly as without it."""
     run_dir, _, _ = runs
-    state = checkpoint.load(run_dir / "checkpoints" / "best.pt")
-    models = []
-    for weight_drop in (0.0, 0.5):
-        model = sentiment.build_model(sentiment.ModelConfig(**{**state["config"]["model"], "weight_drop": weight_drop}), state["vocab"])
-        model.load_state_dict(state["model"])
-        models.append(model.eval())
-    assert models[1].rnn.weight_drop == 0.5
-    batch = mixup_batch(run_dir, 0.0)[1]
+    plain, batch = trained_model_and_batch(run_dir, weight_drop=0.0)
+    dropped, _ = trained_model_and_batch(run_dir, weight_drop=0.5)
+    assert dropped.rnn.weight_drop == 0.5
     with torch.no_grad():
-        assert torch.equal(sentiment.class_logits(models[0], batch), sentiment.class_logits(models[1], batch))
+        assert torch.equal(sentiment.class_logits(plain, batch), sentiment.class_logits(dropped, batch))
     result = seqtrain("fit", "recipe=sentiment", "model.cell=ligru", "model.weight_drop=0.2", f"run_dir={run_dir.parent / 'refused'}")
     assert result.exit_code == 2 and "model.weight_drop is for rnn, gru and lstm cells" in result.output
     assert not (run_dir.parent / "refused").exists()
