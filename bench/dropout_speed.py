@@ -29,7 +29,7 @@ from bench.seq2seq_step_speed import VOCAB, batches
 from seqtrain.config import compose
 from seqtrain.models.dropout import Dropout, dropout
 from seqtrain.models.seq2seq import Seq2Seq
-from seqtrain.recipes import char_lm
+from seqtrain.recipes.char_lm import CharLM
 
 
 def with_torch_dropout(model: nn.Module) -> nn.Module:
@@ -67,7 +67,7 @@ def char_lm_setup(steps: int):
     cfg = compose("char_lm", [])
     vocab = {"chars": [chr(32 + i) for i in range(64)]}  # 65 ids with <unk>, as Tiny Shakespeare
     torch.manual_seed(0)
-    model = char_lm.build_model(cfg.model, vocab)
+    model = CharLM().build_model(cfg.model, vocab)
     g = torch.Generator().manual_seed(1)
     data = [torch.randint(0, 65, (cfg.data.batch_size, cfg.data.seq_len + 1), generator=g) for _ in range(steps)]
 

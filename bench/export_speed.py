@@ -23,7 +23,8 @@ from pathlib import Path
 import torch
 from typer.testing import CliRunner
 
-from seqtrain import ensembles, exported, runs
+from seqtrain import ensembles, exported
+from seqtrain.rundir import load_model
 from seqtrain.cli import app
 from seqtrain.config import load_run_config
 from seqtrain.data.sampler import BatchingConfig
@@ -47,7 +48,7 @@ def fit_and_export(root: Path, recipe: str, overrides: list[str]) -> Path:
 
 def workload(recipe: str, run_dir: Path, args: argparse.Namespace):
     """(unit, count, function of a model that does the work once)."""
-    _, _, state = runs.load_model(run_dir)
+    _, _, state = load_model(run_dir)
     if recipe == "char_lm":
         vocab, n = CharVocab.from_dict(state["vocab"]), args.chars
         return "chars/s", n, lambda m: "".join(char_lm.generate(m, vocab, "\n", n, temperature=0.8, top_k=40, seed=1))
@@ -58,7 +59,7 @@ def workload(recipe: str, run_dir: Path, args: argparse.Namespace):
         return "sentences/s", len(texts), lambda m: seq2seq.translate(m, source, texts, SearchOptions(beam_size=5))
     split = "valid" if recipe == "sentiment" else "test"
     cfg = load_run_config(run_dir, [f"split={split}"])
-    module = runs.load_model(run_dir)[0]
+    module = load_model(run_dir)[0]
     prepared = module.prepare(cfg.data, state["vocab"], (split,))
     dataset = prepared.splits[split]
     return ("sentences/s" if recipe == "sentiment" else "utterances/s"), len(dataset), \
@@ -105,7 +106,7 @@ def main() -> None:
             torch.set_num_threads(threads)  # onnxruntime sessions take the same count when they are made
             for recipe, run_dir in run_dirs.items():
                 unit, count, work = workload(recipe, run_dir, args)
-                figures = {"pytorch": best_rate(work, runs.load_model(run_dir)[1], count, args.rounds)}
+                figures = {"pytorch": best_rate(work, load_model(run_dir)[1], count, args.rounds)}
                 for format in ("onnx", "torchscript"):
                     figures[format] = best_rate(work, exported.load_model(run_dir / format)[1], count, args.rounds)
                 figures |= {f"{f}_ratio": figures[f] / figures["pytorch"] for f in ("onnx", "torchscript")}

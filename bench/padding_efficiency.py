@@ -20,7 +20,7 @@ import torch
 
 from seqtrain.config import compose
 from seqtrain.data.sampler import BucketBatchSampler
-from seqtrain.recipes import sentiment
+from seqtrain.recipes.sentiment import Sentiment
 
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
@@ -30,14 +30,15 @@ def epoch(prepared, model_cfg, batch_size: int, pool_batches: int) -> tuple[floa
     dataset = prepared.splits["train"]
     sampler = BucketBatchSampler(dataset.lengths, batch_size, shuffle=True, seed=0, pool_batches=pool_batches)
     torch.manual_seed(0)
-    model = sentiment.build_model(model_cfg, prepared.vocab).train()
+    model = Sentiment().build_model(model_cfg, prepared.vocab).train()
+    step = Sentiment().loss(model_cfg, prepared.vocab)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     real = padded = 0
     start = time.perf_counter()
     for indices in sampler:
         batch = prepared.collate([dataset[i] for i in indices])
         real, padded = real + batch["num_tokens"], padded + batch["padded_tokens"]
-        loss, _ = sentiment.step(model, batch)
+        loss, _ = step(model, batch)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -55,7 +56,7 @@ def main() -> None:
 
     rows = "null" if args.max_rows is None else args.max_rows
     cfg = compose("sentiment", ["data=sst2", f"data.root={args.root}", f"data.max_rows={rows}", *args.overrides])
-    prepared = sentiment.prepare(cfg.data, None, ("train",))
+    prepared = Sentiment().prepare(cfg.data, None, ("train",))
     bucketed, bucketed_s = epoch(prepared, cfg.model, args.batch, args.pool_batches)
     shuffled, shuffled_s = epoch(prepared, cfg.model, args.batch, 1)
     m = cfg.model

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench.common import char_lm_data
-from seqtrain import runs
+from seqtrain.rundir import load_model
 from seqtrain.data.text import CharVocab
 from seqtrain.models.language_model import RecurrentLM
 from seqtrain.recipes import char_lm
@@ -44,7 +44,7 @@ def main() -> None:
     p.add_argument("--data", default=None)
     args = p.parse_args()
     if args.run:
-        _, model, state = runs.load_model(Path(args.run))
+        _, model, state = load_model(Path(args.run))
         vocab = CharVocab.from_dict(state["vocab"])
     else:
         vocab = CharVocab([chr(c) for c in range(32, 97)] + ["\n"])

@@ -22,6 +22,7 @@ import torch
 
 from bench import common
 from seqtrain import runs
+from seqtrain.rundir import RunDir
 
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
@@ -44,7 +45,7 @@ def main() -> None:
     report = runs.evaluate([run.run_dir], [])
     members = report.get("members", [report])
     ensemble = report.get("ensemble", report)
-    dirs = runs.member_run_dirs(run.run_dir)
+    dirs = [member.path for member in RunDir(run.run_dir).members()]
     last_valid = [common.records(d, "valid")[-1] for d in dirs]
     print(json.dumps({
         "benchmark": "sentiment_quality", "accuracy": round(ensemble["accuracy"], 4), "macro_f1": round(ensemble["macro_f1"], 4),

@@ -24,7 +24,7 @@ from bench.common import char_lm_data, quiet
 from seqtrain import runs
 from seqtrain.config import compose
 from seqtrain.data.windows import IGNORE, collate_windows
-from seqtrain.recipes import char_lm
+from seqtrain.recipes.char_lm import CharLM
 
 
 def overrides(args, run_dir: str) -> list[str]:
@@ -46,9 +46,9 @@ def seqtrain_rate(args, run_dir: str) -> float:
 def plain_rate(args, run_dir: str) -> float:
     """What a person writes by hand: DataLoader, forward, cross-entropy, backward, clip, step."""
     cfg = compose("char_lm", overrides(args, run_dir))
-    data = char_lm.prepare(cfg.data, None, ("train",))
+    data = CharLM().prepare(cfg.data, None, ("train",))
     torch.manual_seed(cfg.trainer.seed)
-    model = char_lm.build_model(cfg.model, data.vocab)
+    model = CharLM().build_model(cfg.model, data.vocab)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, fused=True)
     loader = torch.utils.data.DataLoader(data.splits["train"], batch_size=args.batch, shuffle=True, collate_fn=collate_windows)
     model.train()

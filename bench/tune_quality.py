@@ -32,6 +32,7 @@ from optuna.trial import TrialState
 from bench import common
 from seqtrain import checkpoint, runs
 from seqtrain.config import compose
+from seqtrain.rundir import RunDir
 from seqtrain.study_report import load, report
 from seqtrain.tune import TuneOptions, places, quiet_optuna, tune
 
@@ -70,7 +71,7 @@ def main() -> None:
     saved = sum(max(0.0, statistics.mean(completed) - seconds[t.number]) for t in pruned) if completed else 0.0
 
     default_dir, _ = runs.fit(compose("sentiment", [*data, f"trainer.max_time={half}", f"run_dir={base / 'default'}"]), common.quiet())
-    default = checkpoint.load(checkpoint.find(default_dir))["metrics"]["accuracy"]
+    default = checkpoint.load(RunDir(default_dir).find_checkpoint())["metrics"]["accuracy"]
     print(json.dumps({
         "benchmark": "tune_quality", "minutes": args.minutes,
         "tuned_accuracy": round(found.best["value"], 4) if found.best else None,

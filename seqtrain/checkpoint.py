@@ -75,16 +75,6 @@ def load(path: Path, recipe: str | None = None) -> dict[str, Any]:
     return state
 
 
-def find(run_dir: Path, prefer: str = "best") -> Path:
-    """The checkpoint to use from a run dir: `best.pt` when it exists (or `last.pt` first, for resume)."""
-    order = ["best.pt", "last.pt"] if prefer == "best" else ["last.pt", "best.pt"]
-    for name in order:
-        path = run_dir / "checkpoints" / name
-        if path.is_file():
-            return path
-    raise CheckpointError(f"no checkpoint in {run_dir / 'checkpoints'} (is {run_dir} a seqtrain run dir?)")
-
-
 def check_architecture(saved: dict, current: dict) -> None:
     """Refuse to load weights into a model configured differently, naming what changed."""
     changed = [f"model.{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]

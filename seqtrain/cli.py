@@ -70,12 +70,11 @@ def _print_error(message: str) -> None:
 @app.command("recipes")
 @reports_errors
 def list_recipes(verbose: Verbose = False) -> None:
-    """List the recipes, one line each."""
+    """List the recipes, one line each: seqtrain's own and those installed packages add."""
     from seqtrain import recipes
-    from seqtrain.config import recipe_files
 
-    for name in recipe_files():
-        print(f"{name:10s} {recipes.description(name)}")
+    for name in recipes.names():
+        print(f"{name:10s} {recipes.get(name).description()}")
 
 
 @app.command()
@@ -112,7 +111,7 @@ def fit(
         if distributed.main_process():
             print(json.dumps({"run_dir": str(run_dir), **metrics}))
         return
-    if any(o.startswith("trainer.devices=") and o != "trainer.devices=1" for o in rest):
+    if rest.value("trainer.devices") not in (None, 1):
         raise ConfigError("a sweep trains its runs one after another in this process; drop trainer.devices or launch each run alone")
     parent, results = runs.sweep(recipe, rest, console)
     table = Table(title=f"sweep {parent}")
@@ -205,7 +204,7 @@ def sample(
 ) -> None:
     """Generate with a trained run, or predict with a classifier run or an ensemble (one JSON line per input)."""
     from seqtrain import runs
-    from seqtrain.recipes import SampleOptions
+    from seqtrain.recipe import SampleOptions
 
     options = SampleOptions(
         prompt=prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,

@@ -107,23 +107,10 @@ def release_frames(error: BaseException) -> None:
         error = error.__cause__ or error.__context__
 
 
-class DistributedModel(DistributedDataParallel):
-    """DDP whose attributes fall through to the wrapped model, so that a recipe's step reads
-    `model.label_smoothing` the same on one process or many; calling the model goes through DDP."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "module":
-                raise
-            return getattr(self.module, name)
-
-
 def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     if current().size == 1:
         return model
-    return DistributedModel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def any_rank(*flags: bool) -> list[bool]:

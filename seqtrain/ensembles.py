@@ -17,20 +17,22 @@ from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
 from seqtrain.data.text import iter_text
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.metrics import classification_metrics, confusion_matrix
-from seqtrain.recipes import SampleOptions
+from seqtrain.recipe import SampleOptions
+from seqtrain.recipes.classifier import ClassifierRecipe
+from seqtrain.task import evaluating
 
-Member = tuple[Any, torch.nn.Module, dict]  # (recipe module, model, checkpoint), as runs.load_model returns
+Member = tuple[ClassifierRecipe, torch.nn.Module, dict]  # (recipe, model, checkpoint), as rundir.load_model returns
 
 
 def evaluate(run_dirs: list[Path], members: list[Member], data: Any, split: str, device: torch.device) -> dict[str, Any]:
     """Each run's report on `split` of `data`; for several runs, also their ensemble's."""
-    module = members[0][0]
+    recipe = members[0][0]
     names = shared_classes(run_dirs, members)
     reports, total = [], 0
     for run_dir, (_, model, state) in zip(run_dirs, members):
-        prepared = module.prepare(data, state["vocab"], (split,))  # each run reads the data its own way
+        prepared = recipe.prepare(data, state["vocab"], (split,))  # each run reads the data its own way
         dataset = prepared.splits[split]
-        probabilities = class_probabilities(module, model.to(device), dataset, prepared.collate, data)
+        probabilities = class_probabilities(recipe, model.to(device), dataset, prepared.collate, data)
         reports.append({"run_dir": str(run_dir), **classifier_report(probabilities, dataset.labels, names)})
         total = total + probabilities
     if len(reports) == 1:
@@ -40,13 +42,13 @@ def evaluate(run_dirs: list[Path], members: list[Member], data: Any, split: str,
 
 def predict(paths: list[Path], members: list[Member], options: SampleOptions, write: Callable[[str], None]) -> None:
     """One JSON line per input: the label and the class probabilities, averaged over the members."""
-    module = members[0][0]
+    recipe = members[0][0]
     names = shared_classes(paths, members)
     lines = classifier_inputs(options)
     total = 0
     for _, model, state in members:
-        prepared = module.prepare_inputs(state["vocab"], lines)
-        total = total + class_probabilities(module, model, prepared.splits["inputs"], prepared.collate, BatchingConfig(batch_size=64))
+        prepared = recipe.prepare_inputs(state["vocab"], lines)
+        total = total + class_probabilities(recipe, model, prepared.splits["inputs"], prepared.collate, BatchingConfig(batch_size=64))
     for line, probabilities in zip(lines, total / len(members)):
         label = names[int(probabilities.argmax())]
         rounded = {name: round(float(p), 4) for name, p in zip(names, probabilities)}
@@ -55,13 +57,13 @@ def predict(paths: list[Path], members: list[Member], options: SampleOptions, wr
 
 def shared_classes(paths: list[Path], members: list[Member]) -> list[str]:
     """The class names every member predicts, in the same order: averaging needs it."""
-    module, _, first = members[0]
-    names = module.classes(first["vocab"])
+    recipe, _, first = members[0]
+    names = recipe.classes(first["vocab"])
     for path, (_, _, state) in zip(paths, members):
         if state["recipe"] != first["recipe"]:
             raise ConfigError(f"{path} is a run of recipe {state['recipe']}, not {first['recipe']}; an ensemble's runs share one recipe")
-        if module.classes(state["vocab"]) != names:
-            raise ConfigError(f"{path} predicts {module.classes(state['vocab'])}, not {names}; an ensemble's runs share their classes")
+        if recipe.classes(state["vocab"]) != names:
+            raise ConfigError(f"{path} predicts {recipe.classes(state['vocab'])}, not {names}; an ensemble's runs share their classes")
     return names
 
 
@@ -79,14 +81,12 @@ def classifier_inputs(options: SampleOptions) -> list[str]:
 
 
 @torch.no_grad()
-def class_probabilities(module: Any, model: torch.nn.Module, dataset: Any, collate: Callable, batching: BatchingConfig) -> torch.Tensor:
+def class_probabilities(recipe: ClassifierRecipe, model: torch.nn.Module, dataset: Any, collate: Callable, batching: BatchingConfig) -> torch.Tensor:
     """(N, C) class probabilities in the dataset's order (batches go by length, with little padding)."""
     device = device_of(model)
     sampler = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
-    was_training = model.training
-    model.eval()
-    parts = [(indices, module.predict(model, to_device(collate([dataset[i] for i in indices]), device)).cpu()) for indices in sampler]
-    model.train(was_training)
+    with evaluating(model):
+        parts = [(indices, recipe.predict(model, to_device(collate([dataset[i] for i in indices]), device)).cpu()) for indices in sampler]
     probabilities = torch.empty(len(dataset), parts[0][1].size(1))
     for indices, part in parts:
         probabilities[indices] = part

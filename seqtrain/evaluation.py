@@ -4,16 +4,13 @@ ranks in a distributed run; the recipe's `summarize` turns them into metrics."""
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING
 
 import torch
 
 from seqtrain import distributed
 from seqtrain.data.collate import to_device
 from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
-
-if TYPE_CHECKING:
-    from seqtrain.trainer import SizedDataset, Stats, Task
+from seqtrain.task import SizedDataset, Stats, Task, evaluating
 
 
 @torch.no_grad()
@@ -35,13 +32,11 @@ def score(
     ordered = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
     batches = list(itertools.islice(ordered, max_batches))[world.rank :: world.size]
     loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=task.collate, generator=torch.Generator())
-    was_training = model.training
-    model.eval()
     totals: Stats = {}
-    for batch in loader:
-        with autocast or torch.autocast(device.type, enabled=False):
-            _, stats = task.step(model, to_device(batch, device))
-        for k, v in stats.items():
-            totals[k] = totals.get(k, 0) + (v.double() if v.is_floating_point() else v)
-    model.train(was_training)
+    with evaluating(model):
+        for batch in loader:
+            with autocast or torch.autocast(device.type, enabled=False):
+                _, stats = task.step(model, to_device(batch, device))
+            for k, v in stats.items():
+                totals[k] = totals.get(k, 0) + (v.double() if v.is_floating_point() else v)
     return distributed.sum_stats(totals)

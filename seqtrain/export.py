@@ -32,11 +32,11 @@ import torch
 
 from seqtrain import __version__
 from seqtrain.errors import CheckpointError, ConfigError
-from seqtrain.recipes import Graph
+from seqtrain.exported import FORMATS, MANIFEST, missing
+from seqtrain.recipe import Graph
+from seqtrain.rundir import MEMBERS, RunDir, load_model
 
-FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}
 OPSET = 20  # ONNX opset; onnxruntime 1.17 and later run it
-MANIFEST = "manifest.json"
 
 
 def export(run_dir: Path, format: str, out: Path | None, which: str) -> Path:
@@ -44,8 +44,6 @@ def export(run_dir: Path, format: str, out: Path | None, which: str) -> Path:
     dir. Everything is written to a temporary dir beside it first, so a failure leaves nothing behind.
     A bagged run exports each member into `members/<i>/`, so `sample` and `evaluate` read the export
     as the same ensemble."""
-    from seqtrain.runs import MEMBERS, member_run_dirs
-
     if format not in FORMATS:
         raise ConfigError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
     if which not in ("best", "last"):
@@ -55,7 +53,7 @@ def export(run_dir: Path, format: str, out: Path | None, which: str) -> Path:
     out = run_dir / "export" if out is None else out
     if out.exists():
         raise ConfigError(f"{out} exists; give another --out or remove it (an export never overwrites)")
-    members = member_run_dirs(run_dir)
+    members = [member.path for member in RunDir(run_dir).members()]
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
@@ -75,14 +73,11 @@ def export(run_dir: Path, format: str, out: Path | None, which: str) -> Path:
 
 def write_one(run_dir: Path, format: str, which: str, work: Path) -> None:
     """One run's checkpoint as an export dir `work`."""
-    from seqtrain import checkpoint
-    from seqtrain.runs import load_model
-
-    path = checkpoint.find(run_dir, prefer=which)
+    path = RunDir(run_dir).find_checkpoint(prefer=which)
     if path.name != f"{which}.pt":
         raise CheckpointError(f"{run_dir} has no {which}.pt checkpoint")
-    module, model, state = load_model(path)
-    graphs = module.export_graphs(model, state["vocab"], format)
+    recipe, model, state = load_model(path)
+    graphs = recipe.export_graphs(model, state["vocab"], format)
     work.mkdir(parents=True, exist_ok=True)
     manifest = {
         "seqtrain_version": __version__, "recipe": state["recipe"], "format": format, "checkpoint": str(path),
@@ -113,10 +108,6 @@ def describe(tensors: dict[str, torch.Tensor], axes: dict[str, dict[int, str]]) 
     """Name, dtype and shape of each tensor, dynamic axes by their label."""
     return [{"name": name, "dtype": str(t.dtype).removeprefix("torch."),
              "shape": [axes.get(name, {}).get(i, size) for i, size in enumerate(t.shape)]} for name, t in tensors.items()]
-
-
-def missing(error: ImportError) -> ConfigError:
-    return ConfigError(f"ONNX needs {error.name}: pip install 'seqtrain[export]' (onnx, onnxruntime, onnxscript)")
 
 
 def write_onnx(chain: list[Graph], file: Path, recipe: str) -> None:

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
-
 import numpy as np
 import torch
 
 from seqtrain import recipes
 from seqtrain.errors import CheckpointError, ConfigError
-from seqtrain.export import FORMATS, MANIFEST, missing
+from seqtrain.recipe import Recipe
+
+FORMATS = {"onnx": ".onnx", "torchscript": ".pt"}  # an export dir's model files, by format
+MANIFEST = "manifest.json"  # recipe, format and each graph's inputs and outputs (seqtrain/export.py writes it)
+
+
+def missing(error: ImportError) -> ConfigError:
+    return ConfigError(f"ONNX needs {error.name}: pip install 'seqtrain[export]' (onnx, onnxruntime, onnxscript)")
 
 
 def home(path: Path) -> Path | None:
@@ -31,9 +36,9 @@ def home(path: Path) -> Path | None:
     return path.parent if (path.parent / MANIFEST).is_file() else None
 
 
-def load_model(path: Path) -> tuple[Any, torch.nn.Module, dict]:
-    """(recipe module, the export wrapped as the model, {"recipe", "vocab", "config", "manifest"}), as
-    `runs.load_model` returns for a checkpoint."""
+def load_model(path: Path) -> tuple[Recipe, torch.nn.Module, dict]:
+    """(recipe, the export wrapped as the model, {"recipe", "vocab", "config", "manifest"}), as
+    `seqtrain.rundir.load_model` returns for a checkpoint."""
     from omegaconf import OmegaConf
 
     root = home(path)
@@ -42,14 +47,14 @@ def load_model(path: Path) -> tuple[Any, torch.nn.Module, dict]:
         recipe, format = manifest["recipe"], manifest["format"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{root / MANIFEST}: not a seqtrain export manifest ({e})") from None
-    if recipe not in recipes.REGISTRY or format not in FORMATS:
+    if recipe not in recipes.names() or format not in FORMATS:
         raise CheckpointError(f"{root / MANIFEST}: unknown recipe {recipe!r} or format {format!r}")
     graphs = {name: (OnnxGraph if format == "onnx" else ScriptGraph)(root / spec["file"], spec, recipe)
               for name, spec in manifest["graphs"].items()}
     state = {"recipe": recipe, "vocab": json.loads((root / "vocab.json").read_text()), "manifest": manifest,
              "config": OmegaConf.to_container(OmegaConf.load(root / "config.yaml"))}
-    module = recipes.get(recipe)
-    return module, module.from_export(graphs, state).eval(), state
+    found = recipes.get(recipe)
+    return found, found.from_export(graphs, state).eval(), state
 
 
 class ExportedGraph:

@@ -18,6 +18,7 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from seqtrain.data.text import atomic_write
+from seqtrain.rundir import RunDir
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
@@ -63,7 +64,7 @@ def log_ensemble(run_dir: Path, members: list[dict[str, float]], ensemble: dict[
     done, so a resumed run's replaces the earlier one (purge_step=0 hides the old points)."""
     records = [{"split": "member", "step": i, **m} for i, m in enumerate(members)]
     records.append({"split": "ensemble", "step": len(members), **ensemble})
-    atomic_write(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records).encode())
+    atomic_write(RunDir(run_dir).metrics, "".join(json.dumps(r) + "\n" for r in records).encode())
     with SummaryWriter(str(run_dir), purge_step=0) as writer:
         for record in records:
             for name, value in record.items():
@@ -78,8 +79,8 @@ class Monitor:
     def __init__(self, run_dir: Path, total_steps: int | None, max_time: float | None, console: Console, start_step: int = 0):
         self.writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if start_step else None)
         if start_step:
-            truncate_log(run_dir / "metrics.jsonl", start_step)
-        self.jsonl = open(run_dir / "metrics.jsonl", "a", encoding="utf-8")
+            truncate_log(RunDir(run_dir).metrics, start_step)
+        self.jsonl = open(RunDir(run_dir).metrics, "a", encoding="utf-8")
         self.console = console
         self.total_steps = total_steps
         self.max_time = max_time

@@ -46,15 +46,16 @@ class SchedConfig:
     min_lr_ratio: float = 0.0  # linear, cosine: final LR as a fraction of optim.lr
     gamma: float = 0.5  # exponential: factor per step_size steps; step: factor at each step_size
     step_size: int = 1000
-    factor: float = 0.5  # newbob: LR factor when the monitored validation metric stalls
-    patience: int = 0  # newbob: validations without improvement before annealing
-    threshold: float = 0.0  # newbob: relative improvement that counts
+    factor: float = 0.5  # newbob: LR factor when validation stops improving
+    patience: int = 0  # newbob: validations in a row without improvement before annealing
 
     def __post_init__(self):
         if self.name not in SCHEDULES:
             raise ConfigError(f"sched.name={self.name!r} is unknown; valid: {', '.join(SCHEDULES)}")
-        if self.warmup_steps < 0 or self.step_size < 1:
-            raise ConfigError("sched.warmup_steps must be >= 0 and sched.step_size >= 1")
+        if self.warmup_steps < 0 or self.step_size < 1 or self.patience < 0:
+            raise ConfigError("sched.warmup_steps and sched.patience must be >= 0, sched.step_size >= 1")
+        if not 0 < self.factor <= 1:
+            raise ConfigError(f"sched.factor must be in (0, 1], got {self.factor}")
 
 
 def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
@@ -120,24 +121,49 @@ class TimeBudgetFactor:
         return self.min_lr_ratio + (1.0 - self.min_lr_ratio) * (1.0 + math.cos(math.pi * progress)) / 2
 
 
+class NewBob:
+    """Anneal on plateaus: multiply the LR by `factor` once `patience` + 1 validations in a row have not
+    improved. What counts as improving is the trainer's one rule (seqtrain.trainer.Selection), the same
+    that keeps best.pt and counts early stopping's patience, so the LR follows the validation loss while
+    a saturated accuracy ties."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int):
+        self.optimizer, self.factor, self.patience = optimizer, factor, patience
+        self.bad_validations = 0
+
+    def validated(self, improved: bool) -> None:
+        self.bad_validations = 0 if improved else self.bad_validations + 1
+        if self.bad_validations > self.patience:
+            for group in self.optimizer.param_groups:
+                group["lr"] *= self.factor
+            self.bad_validations = 0
+
+    def state_dict(self) -> dict:
+        return {"bad_validations": self.bad_validations}
+
+    def load_state_dict(self, state: dict) -> None:
+        # checkpoints before NewBob had its own rule held torch's ReduceLROnPlateau state
+        self.bad_validations = state.get("bad_validations", state.get("num_bad_epochs", 0))
+
+
 class Schedule:
     """A per-step LR schedule (warmup then decay) plus, for NewBob, an anneal on validation plateaus.
 
-    Both parts are `torch.optim.lr_scheduler` objects, so their state checkpoints with them. Linear and
+    The per-step part is a `torch.optim.lr_scheduler` object, so its state checkpoints with it. Linear and
     cosine decay run over `total_steps` when the run has only a step or epoch budget; with a time budget
     (`time_budget_s`) they run over the training time when that budget ends the run (TimeBudgetFactor).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: SchedConfig, total_steps: int | None, mode: str,
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: SchedConfig, total_steps: int | None,
                  time_budget_s: float | None = None):
         self.time_factor: Optional[TimeBudgetFactor] = None
+        self.on_plateau: Optional[NewBob] = None
         decay_steps = None if total_steps is None else max(1, total_steps - cfg.warmup_steps)
         if cfg.name in ("linear", "cosine") and (decay_steps is None or time_budget_s is not None):
             if time_budget_s is None:
                 raise ConfigError(f"sched={cfg.name} needs a known length: set trainer.max_steps, trainer.max_epochs or trainer.max_time")
             self.time_factor = TimeBudgetFactor(cfg.name, cfg.warmup_steps, cfg.min_lr_ratio, time_budget_s, total_steps)
             self.per_step: lr_scheduler.LRScheduler = lr_scheduler.LambdaLR(optimizer, self.time_factor)
-            self.on_plateau: Optional[lr_scheduler.ReduceLROnPlateau] = None
             return
         main: lr_scheduler.LRScheduler
         if cfg.name == "linear":
@@ -159,11 +185,8 @@ class Schedule:
             warmup = lr_scheduler.LinearLR(optimizer, 1.0 / (cfg.warmup_steps + 1), 1.0, total_iters=cfg.warmup_steps)
             main = lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[cfg.warmup_steps])
         self.per_step = main
-        self.on_plateau: Optional[lr_scheduler.ReduceLROnPlateau] = None
         if cfg.name == "newbob":
-            self.on_plateau = lr_scheduler.ReduceLROnPlateau(
-                optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience, threshold=cfg.threshold
-            )
+            self.on_plateau = NewBob(optimizer, cfg.factor, cfg.patience)
 
     @property
     def reads_clock(self) -> bool:
@@ -176,9 +199,9 @@ class Schedule:
             self.time_factor.elapsed = elapsed
         self.per_step.step()
 
-    def validated(self, metric: float) -> None:
+    def validated(self, improved: bool) -> None:
         if self.on_plateau is not None:
-            self.on_plateau.step(metric)
+            self.on_plateau.validated(improved)
 
     def state_dict(self) -> dict:
         return {

@@ -14,13 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
-from hydra.errors import OverrideParseException
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from seqtrain.config import RunConfig, compose
 from seqtrain.errors import ConfigError
+from seqtrain.overrides import Overrides
 
 GROUPS = ("model", "data", "optim", "sched", "trainer")
 
@@ -60,13 +59,10 @@ class Param:
         raise ConfigError(f"{self.key}: --sampler grid needs a discrete space; use choice() or range() instead of interval()")
 
 
-def parse(overrides: list[str]) -> tuple[list[str], list[Param]]:
+def parse(overrides: Overrides | list[str]) -> tuple[Overrides, list[Param]]:
     """(overrides every trial gets, searched keys)."""
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except OverrideParseException as e:
-        raise ConfigError(f"cannot parse override {e.override!r}; use key=value (see Hydra's override grammar)") from e
-    plain = [f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed if not o.is_sweep_override()]
+    parsed = Overrides.of(overrides).parsed
+    plain = Overrides.of(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed if not o.is_sweep_override())
     params = [_param(o) for o in parsed if o.is_sweep_override()]
     if not params:
         raise ConfigError("nothing to search: give at least one key a range, e.g. 'optim.lr=tag(log, interval(1e-4, 1e-2))'")
@@ -95,7 +91,7 @@ def _param(o: Override) -> Param:
     return Param(key, CategoricalDistribution(values), spelled)
 
 
-def check(recipe: str, plain: list[str], params: list[Param]) -> RunConfig:
+def check(recipe: str, plain: Overrides, params: list[Param]) -> RunConfig:
     """Compose the trials at the corners of the space, as `fit -m` composes every combination, so a
     misspelt key, a bad value or a number drawn for a text field fails before any trial trains. Each
     key's extremes are composed with the other keys at their first. Returns the config of the first corner."""
@@ -103,11 +99,11 @@ def check(recipe: str, plain: list[str], params: list[Param]) -> RunConfig:
     for p in params:  # before composing a number into the field: this message is clearer than the failure
         _refuse_mismatch(p, _at(defaults, p.key))
     firsts = [p.extremes()[0] for p in params]
-    first = compose(recipe, [*plain, *firsts])
+    first = compose(recipe, plain + firsts)
     objective = first.trainer.early_stopping
     for i, p in enumerate(params):
         for extreme in p.extremes():
-            cfg = first if extreme == firsts[i] else compose(recipe, [*plain, *firsts[:i], extreme, *firsts[i + 1:]])
+            cfg = first if extreme == firsts[i] else compose(recipe, plain + [*firsts[:i], extreme, *firsts[i + 1:]])
             _refuse_mismatch(p, _at(cfg.resolved, p.key))  # a text field whose default is null takes a number as text
             if (cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode) != (objective.monitor, objective.mode):
                 raise ConfigError(f"{p.key}: the objective (trainer.early_stopping.monitor and mode) must be the same in every trial")

@@ -1,17 +1,17 @@
-"""The one training loop. It knows no recipe: a recipe hands it a `Task` (a model, a step function
-that returns the loss and additive statistics, and a summary of those statistics into metrics).
+"""The one training loop. It knows no recipe: it trains a `Task` (seqtrain/task.py) on two datasets.
 
-Read `fit` top to bottom; its numbered sections are the whole story.
+Read `fit` first: it is the whole story, in the order things happen, and each line calls a named part
+of `Loop`, which holds the run's state (model, optimiser, schedule, position, clocks) in one object.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from contextlib import closing, nullcontext
+from contextlib import ExitStack, closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional, Protocol, Sequence
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 from rich.console import Console
@@ -26,34 +26,21 @@ from seqtrain.models.rnn import onednn_off
 from seqtrain.monitor import Monitor, format_metrics
 from seqtrain.optim import OptimConfig, SchedConfig, Schedule, build_optimizer, l1_penalty
 from seqtrain.resume import rng_state, seed_everything, set_rng_state, stop_requests
-from seqtrain.trainer_config import EarlyStoppingConfig, TrainerConfig
+from seqtrain.rundir import RunDir
+from seqtrain.task import SizedDataset, Stats, Task
+from seqtrain.trainer_config import EarlyStoppingConfig, LoopConfig
 
-__all__ = ["EarlyStoppingConfig", "Task", "TrainerConfig", "TrainState", "fit", "preflight", "score", "seed_everything"]
-
-Stats = dict[str, torch.Tensor]
 OnValidation = Callable[[int, dict[str, float]], Optional[str]]  # (step, metrics) -> a reason to stop, or None
 
 
-class SizedDataset(Protocol):
-    """A map-style dataset that knows each example's length, for bucketing."""
-
-    lengths: Sequence[int]
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> Any: ...
-
-
 @dataclass
-class Task:
-    """What a recipe hands the trainer: a model and the math around it."""
+class Settings:
+    """Everything the loop reads from the config, typed."""
 
-    model: torch.nn.Module
-    step: Callable[[torch.nn.Module, dict], tuple[torch.Tensor, Stats]]  # -> (loss to minimise, additive stats)
-    summarize: Callable[[Stats], dict[str, float]]  # summed stats -> metrics
-    collate: Callable[[list], dict]
-    # (model, tensorboard writer, step, summed validation stats): pictures and text beyond the scalars
-    log_samples: Optional[Callable[[torch.nn.Module, Any, int, Stats], None]] = None
+    trainer: LoopConfig
+    optim: OptimConfig
+    sched: SchedConfig
+    batching: BatchingConfig
 
 
 @dataclass
@@ -64,30 +51,48 @@ class TrainState:
     epoch: int = 0
     batch_in_epoch: int = 0  # micro-batches of the current epoch already consumed
     elapsed: float = 0.0  # training seconds, over all resumes
-    best: Optional[float] = None
-    bad_validations: int = 0
+    best: Optional[float] = None  # the best value of the monitored metric so far
+    best_loss: Optional[float] = None  # the validation loss of the checkpoint kept as best.pt
+    bad_validations: int = 0  # validations in a row that did not improve
     world_size: int = 1  # ranks that consumed `batch_in_epoch` batches each
 
 
-def native_bf16(device: torch.device) -> bool:
-    """A CPU without AVX-512 bf16 (an AVX2 one) has no oneDNN bf16 LSTM; torch's own kernels run it there."""
-    return device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+def fit(task: Task, train_set: SizedDataset, valid_set: SizedDataset, settings: Settings, run_dir: Path, meta: dict[str, Any],
+        *, sampler: BucketBatchSampler, resume_from: dict[str, Any] | None = None,
+        on_validation: OnValidation | None = None, console: Console | None = None) -> dict[str, float]:
+    """Train `task.model` in place and return the final validation metrics.
+
+    `sampler` is the training sampler `preflight` returned (it ran before the run dir was made).
+    `resume_from` is a checkpoint to continue exactly; the caller has checked that it is this run's.
+    `on_validation(step, metrics)` hears every validation; a reason it returns stops the run there as
+    early stopping would (a hyper-parameter search prunes a hopeless trial this way). `meta` (recipe,
+    config, vocab) goes into every checkpoint, so that a checkpoint alone can rebuild the model. In a
+    distributed run (seqtrain/distributed.py) every rank calls this; rank 0 alone writes.
+    """
+    loop = Loop(task, train_set, valid_set, settings, RunDir(run_dir), meta, sampler, on_validation, console)
+    if resume_from is not None:
+        loop.restore(resume_from)
+    with loop.running():
+        stop = loop.why_stop()
+        while stop is None:
+            for micro_batches in loop.epoch():
+                loop.train_step(micro_batches)
+                loop.log_and_validate_on_schedule()
+                stop = loop.why_stop()
+                if stop is not None:
+                    break
+            if stop is None:  # the epoch ran to its end
+                loop.end_epoch()
+                stop = loop.why_stop()
+        loop.finish(stop)
+    return loop.metrics
 
 
-def pick_device(name: str, local_rank: int = 0) -> torch.device:
-    """`auto` is CUDA when present; a worker of a distributed run takes the GPU of its local rank."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and distributed.current().size > 1:
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
-
-
-def preflight(task: Task, train_set: SizedDataset, valid_set: SizedDataset, cfg: TrainerConfig,
-              batching: BatchingConfig, shuffle_train: bool) -> BucketBatchSampler:
+def preflight(task: Task, train_set: SizedDataset, valid_set: SizedDataset, settings: Settings,
+              shuffle_train: bool) -> BucketBatchSampler:
     """Find what is wrong with the batching, the data or the monitored metric before any file is
     written; return this rank's training sampler."""
-    world = distributed.current()
+    world, cfg, batching = distributed.current(), settings.trainer, settings.batching
     if world.size > 1 and not shuffle_train:
         raise ConfigError("this data's batch order carries state (data.stateful), so it cannot be sharded: use trainer.devices=1")
     sampler = BucketBatchSampler(
@@ -105,243 +110,303 @@ def preflight(task: Task, train_set: SizedDataset, valid_set: SizedDataset, cfg:
     return sampler
 
 
-def fit(
-    task: Task,
-    train_set: SizedDataset,
-    valid_set: SizedDataset,
-    cfg: TrainerConfig,
-    optim_cfg: OptimConfig,
-    sched_cfg: SchedConfig,
-    batching: BatchingConfig,
-    run_dir: Path,
-    meta: dict[str, Any],
-    console: Console | None = None,
-    shuffle_train: bool = True,
-    sampler: BucketBatchSampler | None = None,
-    on_validation: OnValidation | None = None,
-) -> dict[str, float]:
-    """Train `task.model` in place and return the final validation metrics.
+class Loop:
+    """One run's training state and the parts `fit` calls, in the order it calls them."""
 
-    `sampler` is what `preflight` returned when the caller already ran it (before making the run dir);
-    without it, `fit` runs the preflight checks itself.
+    def __init__(self, task: Task, train_set: SizedDataset, valid_set: SizedDataset, settings: Settings, run_dir: RunDir,
+                 meta: dict[str, Any], sampler: BucketBatchSampler, on_validation: OnValidation | None, console: Console | None):
+        cfg = settings.trainer
+        self.task, self.valid_set, self.cfg, self.settings, self.run_dir, self.meta = task, valid_set, cfg, settings, run_dir, meta
+        self.sampler, self.on_validation = sampler, on_validation
+        self.console = console or Console(stderr=True, soft_wrap=True)
+        self.world = distributed.current()
 
-    `on_validation(step, metrics)` hears every validation; a reason it returns stops the run there as
-    early stopping would (a hyper-parameter search prunes a hopeless trial this way).
+        # Device, seed, model. Ranks draw different dropout masks; DDP starts them from rank 0's weights.
+        self.device = pick_device(cfg.device, self.world.local_rank)
+        seed_everything(cfg.seed + self.world.rank)
+        self.model = task.model.to(self.device)
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        wrapped = distributed.wrap(self.model, self.device)
+        self.forward_model = torch.compile(wrapped) if cfg.compile else wrapped
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+        self.emulated_bf16 = cfg.precision == "bf16" and not native_bf16(self.device)  # then oneDNN is off
+        # With trainer.ema_decay, a moving average of the weights is what gets validated, kept and used: it
+        # smooths the last updates' noise. The raw weights go on training and are saved only for resume.
+        self.averaged = None
+        if cfg.ema_decay is not None:
+            self.averaged = swa_utils.AveragedModel(self.model, multi_avg_fn=debiased_ema(cfg.ema_decay), use_buffers=True)
+        self.evaluated = self.model if self.averaged is None else self.averaged.module
 
-    `meta` (recipe, config, vocab) goes into every checkpoint so that a checkpoint alone can rebuild
-    the model. Checkpoints go to run_dir/checkpoints; TensorBoard events and metrics.jsonl to run_dir.
-    In a distributed run (see `seqtrain.distributed`) every rank calls this; rank 0 alone writes.
-    """
-    console = console or Console(stderr=True, soft_wrap=True)
-    world = distributed.current()
+        # Batches, optimiser, schedule. The loader has its own generator, so making a new iterator (each
+        # epoch, or at a resume) never draws from the global RNG that dropout uses.
+        self.loader = torch.utils.data.DataLoader(
+            train_set, batch_sampler=sampler, collate_fn=task.collate, num_workers=settings.batching.num_workers,
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+        steps_per_epoch = math.ceil(len(sampler) / cfg.grad_accum)
+        budgets = [b for b in (cfg.max_steps, cfg.max_epochs and cfg.max_epochs * steps_per_epoch) if b]
+        self.total_steps = min(budgets) if budgets else None
+        self.optimizer = build_optimizer(self.params, settings.optim)
+        for group in self.optimizer.param_groups:
+            group["lr"] *= distributed.lr_factor(cfg.scale_lr_with_world, self.world.size)
+        self.schedule = Schedule(self.optimizer, settings.sched, self.total_steps, time_budget_s=cfg.max_time)
+        self.selection = Selection(cfg.early_stopping)
+        self.state = TrainState(world_size=self.world.size)
+        self.metrics: dict[str, float] = {}  # of the last validation
+        self.asked_to_stop: str | None = None  # what on_validation answered last
+        self.grad_norm: torch.Tensor | None = None  # of the last update, when measured
 
-    # 1. Device, seed, model. Ranks draw different dropout masks; DDP starts them from rank 0's weights.
-    device = pick_device(cfg.device, world.local_rank)
-    seed_everything(cfg.seed + world.rank)
-    model = task.model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    forward_model = distributed.wrap(model, device)
-    forward_model = torch.compile(forward_model) if cfg.compile else forward_model
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
-    emulated_bf16 = cfg.precision == "bf16" and not native_bf16(device)  # then training runs with oneDNN off
-    # With trainer.ema_decay, an exponential moving average of the weights is what gets validated, kept
-    # and used: it smooths the last updates' noise, which on small data sets moves the score from one
-    # validation to the next. The raw weights go on training and are saved only for resume.
-    averaged = None
-    if cfg.ema_decay is not None:
-        averaged = swa_utils.AveragedModel(model, multi_avg_fn=debiased_ema(cfg.ema_decay), use_buffers=True)
-    evaluated = model if averaged is None else averaged.module
-
-    # 2. Batches, optimiser, schedule. The loader gets its own generator so that making a new iterator
-    #    (at each epoch, or at a resume) never draws from the global RNG that dropout uses.
-    if sampler is None:
-        sampler = preflight(task, train_set, valid_set, cfg, batching, shuffle_train)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_sampler=sampler, collate_fn=task.collate,
-        num_workers=batching.num_workers, generator=torch.Generator().manual_seed(cfg.seed),
-    )
-    steps_per_epoch = math.ceil(len(sampler) / cfg.grad_accum)
-    budgets = [b for b in (cfg.max_steps, cfg.max_epochs and cfg.max_epochs * steps_per_epoch) if b]
-    total_steps = min(budgets) if budgets else None
-    optimizer = build_optimizer(params, optim_cfg)
-    for group in optimizer.param_groups:
-        group["lr"] *= distributed.lr_factor(cfg.scale_lr_with_world, world.size)
-    schedule = Schedule(optimizer, sched_cfg, total_steps, cfg.early_stopping.mode, time_budget_s=cfg.max_time)
-    state = TrainState(world_size=world.size)
-    ckpt_dir = run_dir / "checkpoints"
-
-    # 3. Resume: model, optimiser, schedule, position and RNG continue where the checkpoint left them.
-    #    After a change of world size the position is rescaled (see distributed.rescale_position).
-    if cfg.resume:
-        saved = checkpoint.load(checkpoint.find(Path(cfg.resume), prefer="last"), recipe=meta["recipe"])
-        checkpoint.check_architecture(saved["config"]["model"], meta["config"]["model"])
-        model.load_state_dict(saved.get("training_model", saved["model"]))
-        if averaged is not None and "training_model" in saved:
-            averaged.module.load_state_dict(saved["model"])
-            averaged.n_averaged.fill_(saved["ema_updates"])
-        optimizer.load_state_dict(saved["optimizer"])
-        schedule.load_state_dict(saved["schedule"])
-        state = TrainState(**saved["trainer"])
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Model, optimiser, schedule, position and RNG continue where the checkpoint left them. After a
+        change of world size the position is rescaled (see distributed.rescale_position)."""
+        self.model.load_state_dict(saved.get("training_model", saved["model"]))
+        if self.averaged is not None and "training_model" in saved:
+            self.averaged.module.load_state_dict(saved["model"])
+            self.averaged.n_averaged.fill_(saved["ema_updates"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.schedule.load_state_dict(saved["schedule"])
+        self.state = TrainState(**saved["trainer"])
         rng = saved.get("rng_ranks") or [saved["rng"]]
-        if world.rank < len(rng):
-            set_rng_state(rng[world.rank])
-        if state.world_size != world.size:
-            state.batch_in_epoch = distributed.rescale_position(state.batch_in_epoch, state.world_size, world.size)
-            state.world_size = world.size
-        console.print(f"resumed from step {state.step} (epoch {state.epoch}, batch {state.batch_in_epoch})")
+        if self.world.rank < len(rng):
+            set_rng_state(rng[self.world.rank])
+        if self.state.world_size != self.world.size:
+            self.state.batch_in_epoch = distributed.rescale_position(self.state.batch_in_epoch, self.state.world_size, self.world.size)
+            self.state.world_size = self.world.size
+        self.console.print(f"resumed from step {self.state.step} (epoch {self.state.epoch}, batch {self.state.batch_in_epoch})")
 
-    def save(name: str, metrics: dict[str, float]) -> None:
+    @contextmanager
+    def running(self) -> Iterator[None]:
+        """Signals become stop requests, the monitor is open, and oneDNN is off when bf16 is emulated."""
+        with ExitStack() as stack:
+            self.stop_requested = stack.enter_context(stop_requests())
+            self.monitor = stack.enter_context(closing(
+                Monitor(self.run_dir.path, self.total_steps, self.cfg.max_time, self.console, start_step=self.state.step)
+                if self.world.main else Silent()
+            ))
+            if self.emulated_bf16:
+                stack.enter_context(onednn_off())
+                self.monitor.message("trainer.precision=bf16: this CPU has no native bf16, so it is emulated (slower than fp32)")
+            self.meter = Meter(self.state.elapsed)
+            self.window: Stats = {}
+            self.model.train()
+            self.optimizer.zero_grad(set_to_none=True)
+            yield
+
+    def epoch(self) -> Iterator[list[dict]]:
+        """The rest of the current epoch, as groups of `trainer.grad_accum` micro-batches (the last may be short)."""
+        self.sampler.set_epoch(self.state.epoch, start_batch=self.state.batch_in_epoch)
+        group = []
+        for batch in self.loader:
+            group.append(batch)
+            if len(group) == self.cfg.grad_accum:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def train_step(self, micro_batches: list[dict]) -> None:
+        """One optimiser update: forward and backward on each micro-batch (DDP syncs gradients on the
+        last one only), then clip, update, average and schedule."""
+        state, cfg = self.state, self.cfg
+        for i, batch in enumerate(micro_batches):
+            batch = to_device(batch, self.device)
+            last = i + 1 == len(micro_batches)
+            with nullcontext() if last or self.world.size == 1 else self.forward_model.no_sync():
+                with self.autocast:  # the forward only: backward runs in the dtypes autocast chose
+                    loss, stats = self.task.step(self.forward_model, batch)
+                if distributed.any_rank(not torch.isfinite(loss))[0]:
+                    raise TrainingError(f"loss became {loss.item()} at step {state.step + 1} (lr {current_lr(self.optimizer):.3g}); "
+                                        f"stopped, the last good checkpoint stays in {self.run_dir.checkpoints}")
+                if self.settings.optim.l1 > 0:
+                    loss = loss + self.settings.optim.l1 * l1_penalty(self.params)
+                (loss / cfg.grad_accum).backward()
+            for k, v in stats.items():
+                self.window[k] = self.window.get(k, 0) + v.detach()
+            self.meter.count(*self.task.sizes(batch))
+            state.batch_in_epoch += 1
+
+        state.step += 1
+        self.grad_norm = clip_gradients(self.params, cfg.clip_grad_norm, cfg.clip_grad_value, measure=self.logging_now())
+        if self.grad_norm is not None and not torch.isfinite(self.grad_norm):
+            raise TrainingError(f"gradient norm became {self.grad_norm.item()} at step {state.step}; stopped before the update, "
+                                f"the last good checkpoint stays in {self.run_dir.checkpoints}")
+        if cfg.log_histograms_every and state.step % cfg.log_histograms_every == 0:
+            self.monitor.histograms(self.model, state.step)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.model)
+        state.elapsed = self.meter.elapsed()
+        if self.schedule.reads_clock:  # the LR follows the clock: every rank reads the same one
+            state.elapsed = distributed.max_over_ranks(state.elapsed)
+        self.schedule.step(state.elapsed)
+
+    def logging_now(self) -> bool:
+        return self.state.step % self.cfg.log_every_steps == 0
+
+    def log_and_validate_on_schedule(self) -> None:
+        """Log a window of steps; validate, or save last.pt, when their intervals come round."""
+        step, cfg = self.state.step, self.cfg
+        if self.logging_now():
+            self.log_window()
+        if cfg.val_every_steps and step % cfg.val_every_steps == 0:
+            self.validate()
+        elif cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0:
+            self.save("last.pt")
+
+    def log_window(self) -> None:
+        """The window's statistics and token counts, summed over ranks, as metrics, throughput and LR."""
+        window = distributed.sum_stats(self.window)
+        tokens, padded, seconds = self.meter.window()
+        logged = self.task.summarize(window) | {"lr": current_lr(self.optimizer), "grad_norm": float(self.grad_norm)}
+        logged["tokens_per_s"] = tokens / seconds
+        if padded:
+            logged["padding_efficiency"] = tokens / padded
+        self.monitor.scalars("train", logged, self.state.step, self.state.epoch)
+        self.monitor.update(self.state.step, self.state.elapsed, {k: logged[k] for k in ("loss", "lr", "tokens_per_s") if k in logged})
+        self.window = {}
+
+    def validate(self) -> None:
+        """Score the validation split; log it; keep best.pt by the selection rule, which also steps
+        NewBob and counts early stopping's patience; save last.pt. Not counted in the window's tokens/s."""
+        started = time.perf_counter()
+        stats = score(self.task, self.evaluated, self.valid_set, self.settings.batching, self.device, self.autocast,
+                      self.cfg.val_max_batches)
+        self.metrics = self.task.summarize(stats)
+        self.monitor.scalars("valid", self.metrics, self.state.step, self.state.epoch)
+        self.monitor.message(f"validation at step {self.state.step}: {format_metrics(self.metrics)}")
+        if self.task.log_samples is not None and self.world.main:
+            self.task.log_samples(self.evaluated, self.monitor.writer, self.state.step, stats)
+        improved = self.selection.judge(self.metrics, self.task.resolution(stats), self.state)
+        self.schedule.validated(improved)
+        if improved:
+            self.save("best.pt")
+        self.save("last.pt")
+        self.meter.leave_out(time.perf_counter() - started)
+        if self.on_validation is not None:
+            self.asked_to_stop = self.on_validation(self.state.step, self.metrics)
+
+    def save(self, name: str) -> None:
         """Every rank hands in its RNG state (a collective); rank 0 writes."""
         rng = distributed.gather(rng_state())
-        if world.main:
-            checkpoint.save(
-                {
-                    **meta, "seqtrain_version": __version__, "metrics": metrics,
-                    "model": evaluated.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-                    **({"training_model": model.state_dict(), "ema_updates": int(averaged.n_averaged)} if averaged else {}),
-                    "trainer": asdict(state), "rng": rng[0], **({"rng_ranks": rng} if world.size > 1 else {}),
-                },
-                ckpt_dir / name,
-            )
+        if not self.world.main:
+            return
+        averaged = self.averaged
+        checkpoint.save(
+            {
+                **self.meta, "seqtrain_version": __version__, "metrics": self.metrics,
+                "model": self.evaluated.state_dict(), "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
+                **({"training_model": self.model.state_dict(), "ema_updates": int(averaged.n_averaged)} if averaged else {}),
+                "trainer": asdict(self.state), "rng": rng[0], **({"rng_ranks": rng} if self.world.size > 1 else {}),
+            },
+            self.run_dir.checkpoint(name),
+        )
 
-    def validate() -> dict[str, float]:
-        """Validate, log, step NewBob, keep the best checkpoint, count validations without improvement.
-        Its time is left out of the current log window, whose tokens/s counts training only."""
-        nonlocal window_start, asked_to_stop
-        started = time.perf_counter()
-        stats = score(task, evaluated, valid_set, batching, device, autocast, cfg.val_max_batches)
-        metrics = task.summarize(stats)
-        monitor.scalars("valid", metrics, state.step, state.epoch)
-        monitor.message(f"validation at step {state.step}: {format_metrics(metrics)}")
-        if task.log_samples is not None and world.main:
-            task.log_samples(evaluated, monitor.writer, state.step, stats)
-        stop = cfg.early_stopping
-        value = metrics[stop.monitor]
-        schedule.validated(value)
-        sign = 1 if stop.mode == "min" else -1
-        if state.best is None or sign * (state.best - value) > stop.min_delta:
-            state.best, state.bad_validations = value, 0
-            save("best.pt", metrics)
+    def why_stop(self) -> str | None:
+        """The one place that decides whether to stop: a budget, early stopping, the on_validation
+        callback, another rank, or a signal (which saves last.pt and raises Interrupted). Every rank
+        agrees, since clocks and signals differ by rank."""
+        cfg, state = self.cfg, self.state
+        reason = budget_spent(cfg, state) or self.selection.patience_spent(state) or self.asked_to_stop
+        any_reason, signalled = distributed.any_rank(reason is not None, self.stop_requested())
+        if signalled:
+            self.save("last.pt")
+            raise Interrupted(f"stopped at step {state.step}; checkpoint saved in {self.run_dir.checkpoints}")
+        return (reason or "another rank's budget") if any_reason else None
+
+    def end_epoch(self) -> None:
+        tokens, padded = self.meter.epoch()
+        if padded:
+            self.monitor.scalars("epoch", {"padding_efficiency": tokens / padded}, self.state.step, self.state.epoch)
+        self.state.epoch += 1
+        self.state.batch_in_epoch = 0
+        if not self.cfg.val_every_steps:
+            self.validate()
+
+    def finish(self, reason: str) -> None:
+        """Validate unless the last step just did, which leaves a final checkpoint too."""
+        if not self.metrics or not just_validated(self.cfg, self.state):
+            self.validate()
+        self.monitor.message(f"finished: {reason} at step {self.state.step}")
+
+
+class Selection:
+    """Which validation is best, and whether the run still improves: one rule for best.pt, NewBob and
+    early stopping's patience.
+
+    A validation improves when the monitored metric beats the best so far by more than `min_delta` and
+    by more than the metric's resolution on the scored split (one example of an accuracy). Within that
+    tolerance of the best the metrics are tied, and a lower validation loss breaks the tie: a small or
+    easy validation split saturates an accuracy long before the model stops getting better, and the
+    loss still sees that. Without it, best.pt froze at the first 100% and NewBob halved the LR at every
+    validation after it. Ties are measured against the best value ever reached, so a run of one-example
+    drops cannot walk the kept checkpoint downhill.
+    """
+
+    def __init__(self, cfg: EarlyStoppingConfig):
+        self.cfg = cfg
+
+    def judge(self, metrics: dict[str, float], resolution: dict[str, float], state: TrainState) -> bool:
+        """Whether this validation improves on the best so far; updates the best and the patience count."""
+        monitor, value, loss = self.cfg.monitor, metrics[self.cfg.monitor], metrics.get("loss")
+        sign = 1.0 if self.cfg.mode == "min" else -1.0
+        tolerance = max(self.cfg.min_delta, resolution.get(monitor, 0.0))
+        if state.best is None:
+            improved = True
+        else:
+            gain = sign * (state.best - value)  # > 0: better than the best so far
+            tie_broken = monitor != "loss" and loss is not None and state.best_loss is not None and loss < state.best_loss
+            improved = gain > tolerance or (gain >= -tolerance and tie_broken)
+        if improved:
+            state.best = value if state.best is None else (min if sign > 0 else max)(state.best, value)
+            state.best_loss = loss
+            state.bad_validations = 0
         else:
             state.bad_validations += 1
-        save("last.pt", metrics)
-        window_start += time.perf_counter() - started
-        if on_validation is not None:
-            asked_to_stop = on_validation(state.step, metrics)
-        return metrics
+        return improved
 
-    def stopping(reason: str | None) -> tuple[str | None, bool]:
-        """(why to stop, whether a signal asked) as every rank agrees: clocks and signals differ by rank."""
-        any_reason, signalled = distributed.any_rank(reason is not None, stop_requested())
-        return (reason or "another rank's budget" if any_reason else None), signalled
+    def patience_spent(self, state: TrainState) -> str | None:
+        patience = self.cfg.patience
+        if patience is not None and state.bad_validations >= patience:
+            return f"early stopping ({self.cfg.monitor} did not improve in {patience} validations)"
+        return None
 
-    # 4. The loop. A step is one optimiser update over `grad_accum` micro-batches.
-    monitor = Monitor(run_dir, total_steps, cfg.max_time, console, start_step=state.step) if world.main else Silent()
-    metrics: dict[str, float] = {}
-    asked_to_stop: str | None = None  # what on_validation answered last
-    window: Stats = {}
-    window_start, window_tokens, window_padded = time.perf_counter(), 0, 0
-    epoch_tokens, epoch_padded = 0, 0
-    elapsed_before, fit_start = state.elapsed, time.perf_counter()
-    if emulated_bf16:
-        monitor.message("trainer.precision=bf16: this CPU has no native bf16, so it is emulated (slower than fp32)")
-    with stop_requests() as stop_requested, closing(monitor), onednn_off() if emulated_bf16 else nullcontext():
-        stop_reason, _ = stopping(budget_spent(cfg, state, "epoch") or patience_spent(cfg, state))
-        model.train()
-        optimizer.zero_grad(set_to_none=True)
-        while stop_reason is None:
-            sampler.set_epoch(state.epoch, start_batch=state.batch_in_epoch)
-            epoch_batches = len(sampler)
-            micro = 0
-            for batch in loader:
-                # 4a. Forward and backward on one micro-batch; DDP syncs gradients on the last one only.
-                batch = to_device(batch, device)
-                last_micro = micro + 1 == cfg.grad_accum or state.batch_in_epoch + 1 == epoch_batches
-                with nullcontext() if last_micro or world.size == 1 else forward_model.no_sync():
-                    with autocast:  # the forward only: backward runs in the dtypes autocast chose
-                        loss, stats = task.step(forward_model, batch)
-                    if distributed.any_rank(not torch.isfinite(loss))[0]:
-                        raise TrainingError(
-                            f"loss became {loss.item()} at step {state.step + 1} (lr {current_lr(optimizer):.3g}); "
-                            f"stopped, the last good checkpoint stays in {ckpt_dir}"
-                        )
-                    if optim_cfg.l1 > 0:
-                        loss = loss + optim_cfg.l1 * l1_penalty(params)
-                    (loss / cfg.grad_accum).backward()
-                for k, v in stats.items():
-                    window[k] = window.get(k, 0) + v.detach()
-                window_tokens += batch.get("num_tokens", 0)
-                window_padded += batch.get("padded_tokens", 0)
-                epoch_tokens += batch.get("num_tokens", 0)
-                epoch_padded += batch.get("padded_tokens", 0)
-                state.batch_in_epoch += 1
-                micro += 1
-                if not last_micro:
-                    continue
 
-                # 4b. Clip, update, schedule.
-                state.step += 1
-                logging_now = state.step % cfg.log_every_steps == 0
-                grad_norm = clip_gradients(params, cfg.clip_grad_norm, cfg.clip_grad_value, measure=logging_now)
-                if grad_norm is not None and not torch.isfinite(grad_norm):
-                    raise TrainingError(
-                        f"gradient norm became {grad_norm.item()} at step {state.step}; stopped before the update, "
-                        f"the last good checkpoint stays in {ckpt_dir}"
-                    )
-                if cfg.log_histograms_every and state.step % cfg.log_histograms_every == 0:
-                    monitor.histograms(model, state.step)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if averaged is not None:
-                    averaged.update_parameters(model)
-                micro = 0
-                now = time.perf_counter()
-                state.elapsed = elapsed_before + now - fit_start
-                if schedule.reads_clock:  # the LR follows the clock: every rank reads the same one
-                    state.elapsed = distributed.max_over_ranks(state.elapsed)
-                schedule.step(state.elapsed)
+class Meter:
+    """Throughput: real and padded elements of the current logging window and epoch, and the training
+    clock, which leaves validation out of the window's seconds (tokens/s counts training only) but not
+    out of the run's elapsed time (trainer.max_time counts it)."""
 
-                # 4c. Log a window of steps, its statistics and token counts summed over ranks.
-                if logging_now:
-                    seconds = now - window_start
-                    counts = {"tokens": torch.tensor(window_tokens), "padded": torch.tensor(window_padded)}
-                    window, counts = distributed.sum_stats(window), distributed.sum_stats(counts)
-                    logged = task.summarize(window) | {"lr": current_lr(optimizer), "grad_norm": float(grad_norm)}
-                    logged["tokens_per_s"] = int(counts["tokens"]) / seconds
-                    if counts["padded"]:
-                        logged["padding_efficiency"] = int(counts["tokens"]) / int(counts["padded"])
-                    monitor.scalars("train", logged, state.step, state.epoch)
-                    monitor.update(state.step, state.elapsed, {k: logged[k] for k in ("loss", "lr", "tokens_per_s") if k in logged})
-                    window, window_tokens, window_padded = {}, 0, 0
-                    window_start = time.perf_counter()
+    def __init__(self, elapsed_before: float):
+        self.elapsed_before, self.start = elapsed_before, time.perf_counter()
+        self.window_start = self.start
+        self.tokens = self.padded = self.epoch_tokens = self.epoch_padded = 0
 
-                # 4d. Validate and checkpoint on schedule; stop on a budget, early stopping or a signal.
-                if cfg.val_every_steps and state.step % cfg.val_every_steps == 0:
-                    metrics = validate()
-                elif cfg.checkpoint_every_steps and state.step % cfg.checkpoint_every_steps == 0:
-                    save("last.pt", metrics)
-                stop_reason, signalled = stopping(budget_spent(cfg, state, "step") or patience_spent(cfg, state) or asked_to_stop)
-                if signalled:
-                    save("last.pt", metrics)
-                    raise Interrupted(f"stopped at step {state.step}; checkpoint saved in {ckpt_dir}")
-                if stop_reason:
-                    break
-            else:
-                # 4e. End of epoch.
-                if epoch_padded:
-                    monitor.scalars("epoch", {"padding_efficiency": epoch_tokens / epoch_padded}, state.step, state.epoch)
-                epoch_tokens, epoch_padded = 0, 0
-                state.epoch += 1
-                state.batch_in_epoch = 0
-                if not cfg.val_every_steps:
-                    metrics = validate()
-                stop_reason, _ = stopping(budget_spent(cfg, state, "epoch") or patience_spent(cfg, state) or asked_to_stop)
+    def count(self, tokens: int, padded: int) -> None:
+        self.tokens += tokens
+        self.padded += padded
+        self.epoch_tokens += tokens
+        self.epoch_padded += padded
 
-        # 5. Finish: validate unless the last step just did, and leave a final checkpoint.
-        if not metrics or not just_validated(cfg, state):
-            metrics = validate()
-        monitor.message(f"finished: {stop_reason} at step {state.step}")
-    return metrics
+    def elapsed(self) -> float:
+        """Training seconds of the run, over all resumes."""
+        return self.elapsed_before + time.perf_counter() - self.start
+
+    def leave_out(self, seconds: float) -> None:
+        self.window_start += seconds
+
+    def window(self) -> tuple[int, int, float]:
+        """(tokens, padded, seconds) of the window since the last call, summed over ranks; starts the next."""
+        counts = distributed.sum_stats({"tokens": torch.tensor(self.tokens), "padded": torch.tensor(self.padded)})
+        now = time.perf_counter()
+        seconds, self.window_start, self.tokens, self.padded = now - self.window_start, now, 0, 0
+        return int(counts["tokens"]), int(counts["padded"]), seconds
+
+    def epoch(self) -> tuple[int, int]:
+        """(tokens, padded) of this rank's epoch; starts the next."""
+        counts = self.epoch_tokens, self.epoch_padded
+        self.epoch_tokens = self.epoch_padded = 0
+        return counts
 
 
 class Silent:
@@ -360,26 +425,33 @@ class Silent:
     def close(self) -> None: ...
 
 
-def just_validated(cfg: TrainerConfig, state: TrainState) -> bool:
+def native_bf16(device: torch.device) -> bool:
+    """A CPU without AVX-512 bf16 (an AVX2 one) has no oneDNN bf16 LSTM; torch's own kernels run it there."""
+    return device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def pick_device(name: str, local_rank: int = 0) -> torch.device:
+    """`auto` is CUDA when present; a worker of a distributed run takes the GPU of its local rank."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and distributed.current().size > 1:
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def just_validated(cfg: LoopConfig, state: TrainState) -> bool:
     if cfg.val_every_steps:
         return state.step % cfg.val_every_steps == 0
     return state.batch_in_epoch == 0
 
 
-def budget_spent(cfg: TrainerConfig, state: TrainState, at: str) -> str | None:
+def budget_spent(cfg: LoopConfig, state: TrainState) -> str | None:
     if cfg.max_steps is not None and state.step >= cfg.max_steps:
         return f"trainer.max_steps={cfg.max_steps} reached"
-    if at == "epoch" and cfg.max_epochs is not None and state.epoch >= cfg.max_epochs:
+    if cfg.max_epochs is not None and state.epoch >= cfg.max_epochs:
         return f"trainer.max_epochs={cfg.max_epochs} reached"
     if cfg.max_time is not None and state.elapsed >= cfg.max_time:
         return f"trainer.max_time={cfg.max_time:g}s reached"
-    return None
-
-
-def patience_spent(cfg: TrainerConfig, state: TrainState) -> str | None:
-    patience = cfg.early_stopping.patience
-    if patience is not None and state.bad_validations >= patience:
-        return f"early stopping ({cfg.early_stopping.monitor} did not improve in {patience} validations)"
     return None
 
 

@@ -30,6 +30,8 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, ProgrammingError, SQLA
 from seqtrain import checkpoint, monitor, runs, search_space
 from seqtrain.config import compose
 from seqtrain.errors import ConfigError, Interrupted, SeqtrainError
+from seqtrain.overrides import Overrides
+from seqtrain.rundir import RunDir
 
 MAX_RETRIES = 2  # a trial that loses its worker this often stays failed: it may be what kills them
 
@@ -51,20 +53,21 @@ class TrialFailed(Exception):
     """This trial failed (its error is kept with it); the study goes on."""
 
 
-def tune(recipe: str, overrides: list[str], options: TuneOptions, console: Console) -> Path:
+def tune(recipe: str, overrides: Overrides | list[str], options: TuneOptions, console: Console) -> Path:
     """Run trials of the study until it holds `options.trials`; returns the study dir. Everything a
     user can get wrong is checked before the study dir or its database is made."""
+    overrides = Overrides.of(overrides)
     plain, params = search_space.parse(overrides)
-    study_dirs = [o.split("=", 1)[1] for o in plain if o.startswith("run_dir=")]
-    plain = [o for o in plain if not o.startswith("run_dir=")]
+    study_dir_given = plain.value("run_dir")
+    plain = plain.without("run_dir")
     first = search_space.check(recipe, plain, params)
     goal = first.trainer.early_stopping
     sampler = _sampler(options, params)
     trials = min(options.trials, _grid_size(params)) if options.sampler == "grid" else options.trials
     name = options.study or time.strftime("%Y%m%d-%H%M%S")
-    study_dir = Path(study_dirs[-1] if study_dirs else Path("runs") / recipe / f"tune-{name}")
+    study_dir = Path(study_dir_given if study_dir_given else Path("runs") / recipe / f"tune-{name}")
     url = options.storage or f"sqlite:///{(study_dir / 'study.db').absolute()}"
-    identity = {"recipe": recipe, "overrides": sorted(o for o in overrides if not o.startswith("run_dir=")),
+    identity = {"recipe": recipe, "overrides": sorted(overrides.without("run_dir")),
                 "metric": goal.monitor, "mode": goal.mode}
     with quiet_optuna():
         if not options.storage:
@@ -79,7 +82,7 @@ def tune(recipe: str, overrides: list[str], options: TuneOptions, console: Conso
     return study_dir
 
 
-def _continue_command(recipe: str, overrides: list[str], options: TuneOptions, name: str) -> str:
+def _continue_command(recipe: str, overrides: Overrides, options: TuneOptions, name: str) -> str:
     """This worker's command line, naming its study: it joins the study where it stands."""
     args, defaults = ["seqtrain", "tune", f"recipe={recipe}", *overrides, "--study", name], TuneOptions()
     for f in fields(TuneOptions):
@@ -113,7 +116,7 @@ class Objective:
     """One trial: draw its values, train its run dir, report each validation to the pruner, and return
     the monitored metric of its best checkpoint (the value the run keeps)."""
 
-    def __init__(self, study: optuna.Study, study_dir: Path, recipe: str, plain: list[str], params: list[search_space.Param],
+    def __init__(self, study: optuna.Study, study_dir: Path, recipe: str, plain: Overrides, params: list[search_space.Param],
                  metric: str, pruner: str, trials: int, command: str, console: Console):
         self.study, self.study_dir, self.recipe, self.plain, self.params = study, study_dir, recipe, plain, params
         self.metric, self.pruner, self.trials, self.command, self.console = metric, pruner, trials, command, console
@@ -138,14 +141,15 @@ class Objective:
             return pruned
 
         try:
-            _, metrics = runs.fit(compose(self.recipe, [*self.plain, *drawn, f"run_dir={run_dir}"]), self.console, on_validation)
+            trial_overrides = (self.plain + drawn).with_values({"run_dir": str(run_dir)})
+            _, metrics = runs.fit(compose(self.recipe, trial_overrides), self.console, on_validation)
         except Interrupted as e:
             RetryHeartbeatStaleTrialCallback()(self.study, self._frozen(trial))
             raise Interrupted(f"{e}; or continue the study, where trial {trial.number} runs again, with: {self.command}") from e
         except SeqtrainError as e:
             trial.set_user_attr("error", str(e))
             raise TrialFailed(str(e)) from e
-        best = checkpoint.load(run_dir / "checkpoints" / "best.pt")["metrics"][self.metric]
+        best = checkpoint.load(RunDir(run_dir).checkpoint("best.pt"))["metrics"][self.metric]
         trial.set_user_attr("best", best)
         trial.set_user_attr("metrics", metrics)
         monitor.log_hparams(run_dir, trial.params, {**metrics, f"best_{self.metric}": best})

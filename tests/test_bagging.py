@@ -17,6 +17,8 @@ from seqtrain.cli import app
 from seqtrain.config import compose
 from seqtrain.data.sampler import bootstrap
 from seqtrain.recipes import sentiment
+from seqtrain.recipes.sentiment import Sentiment, SentimentLoss
+from seqtrain.rundir import RunDir
 from seqtrain.trainer_config import TrainerConfig
 
 runner = CliRunner()
@@ -65,6 +67,10 @@ def test_each_member_has_its_seed_and_an_even_share_of_the_time_budget():
     assert "trainer.resume=bag/members/2" in runs.member_overrides(TrainerConfig(max_steps=9, bagging=5), 2, Path("bag/members/2"), resume=True)
 
 
+def member_dirs(run_dir):
+    return [member.path for member in RunDir(run_dir).members()]
+
+
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
     """A bagged run of 3 members; `trained_on` holds the training set each member's trainer.fit got."""
@@ -83,10 +89,10 @@ def bag(tmp_path_factory):
 
 def test_a_bagged_run_trains_its_members_on_bootstrap_resamples_into_one_run_dir(bag):
     run_dir, final, trained_on = bag
-    members = runs.member_run_dirs(run_dir)
+    members = member_dirs(run_dir)
     assert members == [run_dir / "members" / str(i) for i in range(3)]
-    assert runs.member_run_dirs(members[1]) == [members[1]]  # a member, like any plain run, is itself
-    full = sentiment.prepare(compose("sentiment", TINY).data, None, ("train",)).splits["train"]
+    assert member_dirs(members[1]) == [members[1]]  # a member, like any plain run, is itself
+    full = Sentiment().prepare(compose("sentiment", TINY).data, None, ("train",)).splits["train"]
     assert [t.indices for t in trained_on] == [bootstrap(full, 1234, i).indices for i in range(3)]
     vocab = json.loads((run_dir / "vocab.json").read_text())
     for i, member in enumerate(members):
@@ -105,9 +111,9 @@ def test_sentiment_members_train_on_the_whole_split_by_default_each_with_its_own
 
     monkeypatch.setattr(runs.trainer, "fit", recording_fit)
     final = fit("trainer.bagging=2", "trainer.max_steps=2", f"run_dir={tmp_path / 'bag'}")
-    full = sentiment.prepare(compose("sentiment", TINY).data, None, ("train",)).splits["train"]
+    full = Sentiment().prepare(compose("sentiment", TINY).data, None, ("train",)).splits["train"]
     assert [type(t) for t in trained_on] == [sentiment.Encoded] * 2 and all(t.lengths == full.lengths for t in trained_on)
-    members = [checkpoint.load(m / "checkpoints" / "last.pt") for m in runs.member_run_dirs(tmp_path / "bag")]
+    members = [checkpoint.load(m / "checkpoints" / "last.pt") for m in member_dirs(tmp_path / "bag")]
     assert [m["config"]["trainer"]["seed"] for m in members] == [1234, 1235]
     assert not torch.equal(members[0]["model"]["head.1.weight"], members[1]["model"]["head.1.weight"])
     assert len(final["members"]) == 2
@@ -126,7 +132,7 @@ def test_the_bag_logs_each_member_and_the_ensemble(bag):
 
 def test_evaluate_and_sample_treat_a_bagged_run_as_the_ensemble_of_its_members(bag):
     run_dir, final, _ = bag
-    members = runs.member_run_dirs(run_dir)
+    members = member_dirs(run_dir)
     report = json.loads(seqtrain("evaluate", run_dir).stdout)
     assert report == json.loads(seqtrain("evaluate", *members).stdout)
     assert [m["run_dir"] for m in report["members"]] == [str(m) for m in members]
@@ -141,20 +147,20 @@ def test_a_bagged_run_stopped_mid_member_resumes_to_the_weights_of_an_uninterrup
     common = ["trainer.bagging=2", "model.dropout=0.2"]
     fit(*common, f"run_dir={tmp_path / 'whole'}")
 
-    real_step, calls = sentiment.step, {"n": 0}
+    real_step, calls = SentimentLoss.__call__, {"n": 0}
 
-    def step_then_sigterm(model, batch):
+    def step_then_sigterm(loss, model, batch):
         if model.training:
             calls["n"] += 1
             if calls["n"] == 8:  # member 1's second step
                 os.kill(os.getpid(), signal.SIGTERM)
-        return real_step(model, batch)
+        return real_step(loss, model, batch)
 
-    monkeypatch.setattr(sentiment, "step", step_then_sigterm)
+    monkeypatch.setattr(SentimentLoss, "__call__", step_then_sigterm)
     stopped = seqtrain("fit", "recipe=sentiment", *TINY, *common, f"run_dir={tmp_path / 'stopped'}")
     assert stopped.exit_code == 130
     assert f"resume with: seqtrain fit recipe=sentiment trainer.resume={tmp_path / 'stopped'}\n" in stopped.stderr
-    monkeypatch.setattr(sentiment, "step", real_step)
+    monkeypatch.setattr(SentimentLoss, "__call__", real_step)
     resumed = seqtrain("fit", "recipe=sentiment", f"trainer.resume={tmp_path / 'stopped'}")
     assert resumed.exit_code == 0, resumed.output
     assert "resumed from step 6" in resumed.stderr and "resumed from step 2" in resumed.stderr  # member 0 was done

@@ -8,7 +8,9 @@ from seqtrain.data.windows import StreamDataset, WindowDataset, collate_windows
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.language_model import RecurrentLM
 from seqtrain.models.sampling import sample_next
-from seqtrain.recipes import SampleOptions, char_lm
+from seqtrain.recipe import SampleOptions
+from seqtrain.recipes import char_lm
+from seqtrain.recipes.char_lm import CharLM
 
 
 def test_loss_of_an_example_is_the_same_alone_and_padded_in_a_batch():
@@ -26,18 +28,18 @@ def test_loss_of_an_example_is_the_same_alone_and_padded_in_a_batch():
 
 
 def test_summary_gives_bits_per_character_and_perplexity():
-    metrics = char_lm.summarize({"loss_sum": torch.tensor(2.0 * 100), "tokens": torch.tensor(100.0)})
+    metrics = CharLM().summarize({"loss_sum": torch.tensor(2.0 * 100), "tokens": torch.tensor(100.0)})
     assert metrics == pytest.approx({"loss": 2.0, "bpc": 2.0 / math.log(2), "perplexity": math.exp(2.0)})
 
 
 def test_scoring_windows_are_eval_seq_len_long_and_give_each_character_its_window_as_context(corpus):
     data = char_lm.DataConfig(source="text", path=str(corpus), seq_len=32, eval_seq_len=1000, batch_size=4)
-    prepared = char_lm.prepare(data, None, ("train", "valid"))
+    prepared = CharLM().prepare(data, None, ("train", "valid"))
     train, valid = prepared.splits["train"], prepared.splits["valid"]
     assert max(train.lengths) == 32 and valid.lengths[0] == 1000
     assert sum(valid.lengths) == len(valid.tokens) - 1  # every character but the first is scored, once
     torch.manual_seed(0)
-    model = char_lm.build_model(char_lm.ModelConfig(hidden_size=16, num_layers=1, embedding_dim=8), prepared.vocab).eval()
+    model = CharLM().build_model(char_lm.ModelConfig(hidden_size=16, num_layers=1, embedding_dim=8), prepared.vocab).eval()
     window = collate_windows([valid[0]])
     scored = char_lm.step(model, window)[1]["loss_sum"]
     logits, _ = model(window["tokens"])  # one call over the whole window: full context
@@ -100,7 +102,7 @@ def test_generation_is_seeded_and_rejects_unseen_prompt_characters():
 
 def test_sample_refuses_options_of_other_recipes():
     with pytest.raises(ConfigError, match="--prompt"):
-        char_lm.sample(None, {"chars": ["a"]}, SampleOptions(text="hello"), print)
+        CharLM().sample(None, {"chars": ["a"]}, SampleOptions(text="hello"), print)
 
 
 def test_stdlib_corpus_is_real_python_source(tmp_path):

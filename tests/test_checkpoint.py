@@ -65,13 +65,3 @@ def test_architecture_check_names_what_changed():
     with pytest.raises(CheckpointError, match="model.hidden_size: 512 -> 256"):
         checkpoint.check_architecture({"hidden_size": 512, "cell": "lstm"}, {"hidden_size": 256, "cell": "lstm"})
     checkpoint.check_architecture({"cell": "gru"}, {"cell": "gru"})
-
-
-def test_find_prefers_best_for_use_and_last_for_resume(tmp_path):
-    (tmp_path / "checkpoints").mkdir()
-    for name in ("best.pt", "last.pt"):
-        (tmp_path / "checkpoints" / name).write_bytes(b"x")
-    assert checkpoint.find(tmp_path).name == "best.pt"
-    assert checkpoint.find(tmp_path, prefer="last").name == "last.pt"
-    with pytest.raises(CheckpointError, match="no checkpoint"):
-        checkpoint.find(tmp_path / "elsewhere")

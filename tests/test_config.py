@@ -1,7 +1,8 @@
 import pytest
 
-from seqtrain import config
+from seqtrain import config, recipes
 from seqtrain.errors import ConfigError
+from seqtrain.overrides import Overrides
 
 
 def test_compose_types_every_section():
@@ -40,24 +41,11 @@ def test_recipe_is_required_and_checked():
 
 
 def test_sweeps_expand_comma_range_and_choice():
-    combos = config.expand_sweeps(["optim.lr=1e-3,3e-3", "model.num_layers=range(1,3)", "model.cell=choice(gru,lstm)", "x=1"])
+    combos = config.expand_sweeps(Overrides.of(["optim.lr=1e-3,3e-3", "model.num_layers=range(1,3)", "model.cell=choice(gru,lstm)", "x=1"]))
     assert len(combos) == 8
     assert ["optim.lr=0.001", "model.num_layers=1", "model.cell=gru", "x=1"] in combos
 
 
-def test_an_existing_run_dir_is_never_reused(tmp_path):
-    target = tmp_path / "run"
-    assert config.new_run_dir("char_lm", str(target)) == target
-    with pytest.raises(ConfigError, match="already exists"):
-        config.new_run_dir("char_lm", str(target))
-
-
-def test_default_run_dirs_do_not_collide(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    first, second = config.new_run_dir("char_lm", None), config.new_run_dir("char_lm", None)
-    assert first != second and first.parent == second.parent == tmp_path.joinpath("runs", "char_lm").relative_to(tmp_path)
-
-
 def test_configs_resolve_from_the_package():
     root = config.config_root()
-    assert (root / "conf" / "optim" / "adam.yaml").is_file() and "char_lm" in config.recipe_files()
+    assert (root / "conf" / "optim" / "adam.yaml").is_file() and "char_lm" in recipes.names()

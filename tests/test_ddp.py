@@ -26,30 +26,32 @@ from seqtrain.cli import app
 from seqtrain.config import compose
 from seqtrain.data.audio import GlobalNormalizer
 from seqtrain.data.sampler import BucketBatchSampler
-from seqtrain.recipes import char_lm, sentiment
+from seqtrain.recipes.char_lm import CharLM
+from seqtrain.recipes.sentiment import Sentiment
 
 TIMEOUT = 180
 RECIPES = {
-    "char_lm": (char_lm, ["data.seq_len=16", "model.hidden_size=16", "model.num_layers=1", "model.embedding_dim=8", "model.dropout=0"]),
-    "sentiment": (sentiment, ["data.n_train=64", "data.n_valid=16", "model.hidden_size=16", "model.embedding_dim=8",
+    "char_lm": (CharLM(), ["data.seq_len=16", "model.hidden_size=16", "model.num_layers=1", "model.embedding_dim=8", "model.dropout=0"]),
+    "sentiment": (Sentiment(), ["data.n_train=64", "data.n_valid=16", "model.hidden_size=16", "model.embedding_dim=8",
                               "model.dropout=0", "model.embedding_dropout=0", "model.label_smoothing=0.1", "model.class_weights=balanced"]),
 }
 
 
-def global_batch(name: str, corpus: str) -> tuple[torch.nn.Module, list, object]:
-    """A freshly seeded model of the recipe and 8 examples of equal weight (full char_lm windows)."""
-    module, overrides = RECIPES[name]
+def global_batch(name: str, corpus: str) -> tuple[torch.nn.Module, list, object, object]:
+    """A freshly seeded model of the recipe, 8 examples of equal weight (full char_lm windows), the
+    recipe's collate and its step (with the loss settings of RECIPES)."""
+    recipe, overrides = RECIPES[name]
     extra = ["data=text", f"data.path={corpus}"] if name == "char_lm" else []
     cfg = compose(name, [*overrides, *extra])
-    prepared = module.prepare(cfg.data, None, ("train",))
+    prepared = recipe.prepare(cfg.data, None, ("train",))
     torch.manual_seed(0)
-    model = module.build_model(cfg.model, prepared.vocab)
-    return model, [prepared.splits["train"][i] for i in range(8)], prepared.collate
+    model = recipe.build_model(cfg.model, prepared.vocab)
+    return model, [prepared.splits["train"][i] for i in range(8)], prepared.collate, recipe.loss(cfg.model, prepared.vocab)
 
 
-def gradients(name: str, model: torch.nn.Module, items: list, collate, through: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+def gradients(step, model: torch.nn.Module, items: list, collate, through: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
     """Gradients of `model`'s parameters after one step of the recipe run `through` a wrapper (or not)."""
-    loss, _ = RECIPES[name][0].step(through or model, collate(items))
+    loss, _ = step(through or model, collate(items))
     loss.backward()
     return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -75,9 +77,9 @@ def speech_features() -> tuple[torch.Tensor, torch.Tensor]:
 
 def ddp_gradients(name: str, corpus: str, rank: int) -> dict[str, torch.Tensor]:
     """This rank's half of the global batch through DDP; the wrapper dies with this frame, as in `trainer.fit`."""
-    model, items, collate = global_batch(name, corpus)
-    wrapped = distributed.wrap(model, torch.device("cpu"))  # the recipe's step reads model attributes through it
-    return gradients(name, model, items[rank * 4 : rank * 4 + 4], collate, through=wrapped)
+    model, items, collate, step = global_batch(name, corpus)
+    wrapped = distributed.wrap(model, torch.device("cpu"))
+    return gradients(step, model, items[rank * 4 : rank * 4 + 4], collate, through=wrapped)
 
 
 def free_port() -> int:
@@ -90,8 +92,8 @@ def test_one_ddp_step_has_the_gradients_and_feature_statistics_of_one_process_on
     out = str(tmp_path / "grads")
     mp.start_processes(ddp_worker, args=(free_port(), str(corpus), out), nprocs=2, start_method="spawn")
     for name in RECIPES:
-        model, items, collate = global_batch(name, str(corpus))
-        expected = gradients(name, model, items, collate)
+        model, items, collate, step = global_batch(name, str(corpus))
+        expected = gradients(step, model, items, collate)
         for rank in range(2):
             got = torch.load(f"{out}.{rank}", weights_only=True)[name]
             assert got.keys() == expected.keys()
@@ -133,7 +135,7 @@ def seqtrain_subprocess(*args: str) -> subprocess.CompletedProcess:
 
 def test_a_two_process_run_and_its_resume_finish_on_uneven_data(uneven, tmp_path):
     cfg = compose("char_lm", overrides(uneven, tmp_path / "x", "trainer.max_steps=1")[1:])
-    prepared = char_lm.prepare(cfg.data, None, ("train", "valid"))
+    prepared = CharLM().prepare(cfg.data, None, ("train", "valid"))
     batches = {s: len(BucketBatchSampler(prepared.splits[s].lengths, 16)) for s in ("train", "valid")}
     assert batches["train"] % 2 == 1 and batches["valid"] % 2 == 1, batches  # dropped / uneven shards
 
@@ -227,12 +229,15 @@ def mixup_worker(rank: int, port: int, run_dir: str, out: str) -> None:
         cfg = compose("sentiment", [*RECIPES["sentiment"][1], "model.mixup_alpha=0.2", "data.batch_size=8", "optim=sgd",
                                     "optim.lr=0.5", "trainer.max_time=null", "trainer.max_steps=6", "trainer.val_every_steps=6",
                                     "trainer.ema_decay=null", "trainer.device=cpu"])
-        prepared = sentiment.prepare(cfg.data, None, ("train", "valid"))
+        recipe = Sentiment()
+        prepared = recipe.prepare(cfg.data, None, ("train", "valid"))
         torch.manual_seed(0)
-        task = trainer.Task(sentiment.build_model(cfg.model, prepared.vocab), sentiment.step, sentiment.summarize, prepared.collate)
+        task = recipe.task(recipe.build_model(cfg.model, prepared.vocab), cfg.model, prepared)
         meta = {"recipe": "sentiment", "config": cfg.resolved, "vocab": prepared.vocab}
-        trainer.fit(task, prepared.splits["train"], prepared.splits["valid"], cfg.trainer, cfg.optim, cfg.sched, cfg.data,
-                    Path(run_dir), meta, Console(quiet=True))
+        settings = trainer.Settings(cfg.trainer, cfg.optim, cfg.sched, cfg.data)
+        sampler = trainer.preflight(task, prepared.splits["train"], prepared.splits["valid"], settings, shuffle_train=True)
+        trainer.fit(task, prepared.splits["train"], prepared.splits["valid"], settings, Path(run_dir), meta, sampler=sampler,
+                    console=Console(quiet=True))
         torch.save(task.model.state_dict(), f"{out}.{rank}")
 
 
@@ -243,7 +248,8 @@ def test_two_ranks_training_with_mixup_keep_identical_weights(tmp_path):
     run_dir.mkdir()
     mp.start_processes(mixup_worker, args=(free_port(), str(run_dir), out), nprocs=2, start_method="spawn")
     first, second = (torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2))
-    initial = sentiment.build_model(compose("sentiment", RECIPES["sentiment"][1]).model, torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["vocab"])
+    vocab = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["vocab"]
+    initial = Sentiment().build_model(compose("sentiment", RECIPES["sentiment"][1]).model, vocab)
     assert any(not torch.equal(first[k], v) for k, v in initial.state_dict().items() if k in first)  # it trained
     for key in first:
         torch.testing.assert_close(second[key], first[key], rtol=1e-5, atol=1e-6, msg=f"{key} differs between the ranks")

@@ -7,7 +7,8 @@ import torch
 
 from seqtrain.ensembles import classifier_inputs, classifier_report, shared_classes
 from seqtrain.errors import ConfigError, DataError
-from seqtrain.recipes import SampleOptions, sentiment
+from seqtrain.recipe import SampleOptions
+from seqtrain.recipes.sentiment import Sentiment
 
 
 def test_classifier_report_scores_the_probabilities_it_is_given():
@@ -20,7 +21,7 @@ def test_classifier_report_scores_the_probabilities_it_is_given():
 
 
 def member(recipe: str, classes: list[str]):
-    return sentiment, torch.nn.Linear(1, 1), {"recipe": recipe, "vocab": {"classes": classes}}
+    return Sentiment(), torch.nn.Linear(1, 1), {"recipe": recipe, "vocab": {"classes": classes}}
 
 
 def test_an_ensemble_needs_one_recipe_and_the_same_classes_in_the_same_order():

@@ -21,7 +21,8 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import assert_float32_close, tiny_overrides
-from seqtrain import exported, runs
+from seqtrain import exported
+from seqtrain.rundir import load_model
 from seqtrain.cli import app
 from seqtrain.config import load_run_config
 from seqtrain.data.collate import pad
@@ -81,7 +82,7 @@ def export(trained):
 
 def models(run_dir, export_dir):
     """(the run's model, the export as the model) and the recipe module."""
-    module, model, state = runs.load_model(run_dir)
+    module, model, state = load_model(run_dir)
     _, exported_model, _ = exported.load_model(export_dir)
     return module, model, exported_model, state
 

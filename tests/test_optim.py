@@ -10,7 +10,7 @@ from seqtrain.optim import OPTIMIZERS, OptimConfig, SchedConfig, Schedule, build
 def lrs(sched: SchedConfig, steps: int, total: int | None = None, lr: float = 1.0) -> list[float]:
     param = torch.nn.Parameter(torch.zeros(2, 2))
     opt = torch.optim.SGD([param], lr=lr)
-    schedule = Schedule(opt, sched, total, mode="min")
+    schedule = Schedule(opt, sched, total)
     out = []
     for _ in range(steps):
         out.append(opt.param_groups[0]["lr"])
@@ -99,9 +99,9 @@ def test_cosine_without_a_known_length_is_a_config_error():
 def test_newbob_anneals_only_when_validation_stalls():
     param = torch.nn.Parameter(torch.zeros(1, 1))
     opt = torch.optim.SGD([param], lr=1.0)
-    schedule = Schedule(opt, SchedConfig(name="newbob", factor=0.5, patience=0), None, mode="min")
-    for metric in (3.0, 2.0, 2.5, 1.0, 1.5):
-        schedule.validated(metric)
+    schedule = Schedule(opt, SchedConfig(name="newbob", factor=0.5, patience=0), None)
+    for metric, best in ((3.0, 3.0), (2.0, 3.0), (2.5, 2.0), (1.0, 2.0), (1.5, 1.0)):  # validation loss, best before it
+        schedule.validated(metric <= best)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
 
 
@@ -109,12 +109,12 @@ def test_schedule_state_round_trips():
     param = torch.nn.Parameter(torch.zeros(1, 1))
     opt = torch.optim.SGD([param], lr=1.0)
     cfg = SchedConfig(name="cosine", warmup_steps=5)
-    schedule = Schedule(opt, cfg, 50, "min")
+    schedule = Schedule(opt, cfg, 50)
     for _ in range(20):
         opt.step()
         schedule.step()
     fresh_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1, 1))], lr=1.0)
-    fresh = Schedule(fresh_opt, cfg, 50, "min")
+    fresh = Schedule(fresh_opt, cfg, 50)
     fresh.load_state_dict(schedule.state_dict())
     fresh_opt.load_state_dict(opt.state_dict())
     for _ in range(5):
@@ -125,7 +125,7 @@ def test_schedule_state_round_trips():
 def time_budget_lrs(sched: SchedConfig, clock: list[float], budget: float = 100.0) -> tuple[list[float], Schedule, torch.optim.Optimizer]:
     """The LR before each step when step i ends at training time clock[i]."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
-    schedule = Schedule(opt, sched, None, mode="min", time_budget_s=budget)
+    schedule = Schedule(opt, sched, None, time_budget_s=budget)
     out = []
     for elapsed in clock:
         out.append(opt.param_groups[0]["lr"])
@@ -166,7 +166,7 @@ def test_time_budget_state_resumes_the_same_lr():
     _, schedule, opt = time_budget_lrs(sched, [5.0, 10.0, 30.0])
     state = schedule.state_dict()
     fresh_opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
-    fresh = Schedule(fresh_opt, sched, None, "min", time_budget_s=100.0)
+    fresh = Schedule(fresh_opt, sched, None, time_budget_s=100.0)
     fresh.load_state_dict(state)
     fresh_opt.load_state_dict(opt.state_dict())
     for s, o in ((schedule, opt), (fresh, fresh_opt)):
@@ -179,13 +179,13 @@ def test_time_budget_state_resumes_the_same_lr():
 def test_linear_and_cosine_without_any_budget_are_a_config_error():
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
     with pytest.raises(ConfigError, match="needs a known length"):
-        Schedule(opt, SchedConfig(name="cosine"), None, "min")
+        Schedule(opt, SchedConfig(name="cosine"), None)
 
 
 def both_budgets_lrs(sched: SchedConfig, seconds_per_step: float, total_steps: int = 100, budget: float = 100.0) -> list[float]:
     """The LR before each step of a run with a step budget and a time budget, at a steady step rate."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
-    schedule = Schedule(opt, sched, total_steps, mode="min", time_budget_s=budget)
+    schedule = Schedule(opt, sched, total_steps, time_budget_s=budget)
     out = []
     for step in range(1, total_steps + 1):
         out.append(opt.param_groups[0]["lr"])

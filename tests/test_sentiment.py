@@ -16,6 +16,9 @@ from seqtrain.data.synthetic_sentiment import make_splits
 from seqtrain.data.subwords import ngram_buckets
 from seqtrain.data.tokenizers import UNK_ID
 from seqtrain.recipes import sentiment
+from seqtrain.recipes.sentiment import Sentiment
+
+RECIPE = Sentiment()
 
 runner = CliRunner()
 SST2 = SHARED_DATA / "sst2"
@@ -79,33 +82,36 @@ def test_a_few_steps_lift_validation_accuracy_well_above_chance(runs):
 def test_padding_never_changes_a_prediction_through_step(runs):
     run_dir, _, _ = runs
     state = checkpoint.load(run_dir / "checkpoints" / "best.pt")
-    model = sentiment.build_model(sentiment.ModelConfig(**state["config"]["model"]), state["vocab"]).eval()
+    model_cfg = sentiment.ModelConfig(**state["config"]["model"])
+    model = RECIPE.build_model(model_cfg, state["vocab"]).eval()
     model.load_state_dict(state["model"])
+    step = RECIPE.loss(model_cfg, state["vocab"])
     texts = ["the film is dull", "not bad", "although the story is slightly silly , it is very moving", "good"]
-    inputs = sentiment.prepare_inputs(state["vocab"], texts).splits["inputs"]
+    inputs = RECIPE.prepare_inputs(state["vocab"], texts).splits["inputs"]
     inputs.labels[:] = torch.tensor([0, 1, 1, 1])
     items = [inputs[i] for i in range(len(texts))]
     with torch.no_grad():
         batch = sentiment.collate(items)
-        loss, stats = sentiment.step(model, batch)
-        alone = [sentiment.step(model, sentiment.collate([item])) for item in items]
+        loss, stats = step(model, batch)
+        alone = [step(model, sentiment.collate([item])) for item in items]
         assert_float32_close(stats["loss_sum"], sum(s["loss_sum"] for _, s in alone))
         assert torch.equal(stats["confusion"], sum(s["confusion"] for _, s in alone))
-        probabilities = sentiment.predict(model, batch)
+        probabilities = RECIPE.predict(model, batch)
         for item, row in zip(items, probabilities):
-            assert_float32_close(sentiment.predict(model, sentiment.collate([item]))[0], row)
+            assert_float32_close(RECIPE.predict(model, sentiment.collate([item]))[0], row)
 
 
 def trained_model_and_batch(run_dir, **model_overrides):
-    """The first run's model, its config changed by `model_overrides`, without dropout (eval mode), and
-    a labelled batch of five sentences."""
+    """The first run's model, its config changed by `model_overrides`, without dropout (eval mode), a
+    labelled batch of five sentences, and the recipe's step (its loss) for that config."""
     state = checkpoint.load(run_dir / "checkpoints" / "best.pt")
-    model = sentiment.build_model(sentiment.ModelConfig(**{**state["config"]["model"], **model_overrides}), state["vocab"]).eval()
+    model_cfg = sentiment.ModelConfig(**{**state["config"]["model"], **model_overrides})
+    model = RECIPE.build_model(model_cfg, state["vocab"]).eval()
     model.load_state_dict(state["model"])
     texts = ["the film is dull", "not bad", "very moving", "good", "the story is slightly silly"]
-    inputs = sentiment.prepare_inputs(state["vocab"], texts).splits["inputs"]
+    inputs = RECIPE.prepare_inputs(state["vocab"], texts).splits["inputs"]
     inputs.labels[:] = torch.tensor([0, 1, 1, 1, 0])
-    return model, sentiment.collate([inputs[i] for i in range(len(texts))])
+    return model, sentiment.collate([inputs[i] for i in range(len(texts))]), RECIPE.loss(model_cfg, state["vocab"])
 
 
 def test_mixup_blends_features_and_labels_together(runs, monkeypatch):
@@ -113,7 +119,7 @@ def test_mixup_blends_features_and_labels_together(runs, monkeypatch):
     the partners are a permutation of the batch, the summed loss is the unmixed one; with weights of 1/2
     both examples of a pair get the same logits, those of their features' midpoint."""
     run_dir, _, _ = runs
-    model, batch = trained_model_and_batch(run_dir, mixup_alpha=0.4)
+    model, batch, step = trained_model_and_batch(run_dir, mixup_alpha=0.4)
     weights = torch.zeros(5)
 
     class FixedBeta:  # the blend weights, given instead of drawn
@@ -126,12 +132,12 @@ def test_mixup_blends_features_and_labels_together(runs, monkeypatch):
 
     monkeypatch.setattr(torch.distributions, "Beta", FixedBeta)
     with torch.no_grad():
-        plain, _ = sentiment.step(model, batch)  # eval mode: no mixup
-        _, loss_sum = sentiment.mixup_loss(model, batch)
+        plain, _ = step(model, batch)  # eval mode: no mixup
+        _, loss_sum = step.mixup(model, batch)
         assert_float32_close(loss_sum / 5, plain)
         weights.fill_(0.5)
         torch.manual_seed(0)
-        logits, loss_sum = sentiment.mixup_loss(model, batch)
+        logits, loss_sum = step.mixup(model, batch)
         torch.manual_seed(0)
         partner = torch.randperm(5)
         features = model.features(batch["tokens"], batch["lengths"], batch.get("subwords"))
@@ -141,9 +147,10 @@ def test_mixup_blends_features_and_labels_together(runs, monkeypatch):
 
 def test_mixup_acts_in_training_only_and_a_negative_alpha_is_refused(runs):
     run_dir, _, _ = runs
-    model, batch = trained_model_and_batch(run_dir, mixup_alpha=0.4)
+    model, batch, step = trained_model_and_batch(run_dir, mixup_alpha=0.4)
+    plain_model, _, plain_step = trained_model_and_batch(run_dir, mixup_alpha=0.0)
     with torch.no_grad():
-        assert_float32_close(sentiment.step(model, batch)[0], sentiment.step(trained_model_and_batch(run_dir, mixup_alpha=0.0)[0], batch)[0])
+        assert_float32_close(step(model, batch)[0], plain_step(plain_model, batch)[0])
     result = seqtrain("fit", "recipe=sentiment", "model.mixup_alpha=-1", f"run_dir={run_dir.parent / 'refused'}")
     assert result.exit_code == 2 and "model.mixup_alpha=-1.0 must be >= 0" in result.output
     assert not (run_dir.parent / "refused").exists()
@@ -153,8 +160,8 @@ def test_weight_drop_reaches_the_recurrence_and_leaves_evaluation_alone(runs):
     """model.weight_drop is handed to the classifier's recurrent stack, whose tests cover the masking;
     in eval mode the model scores exactly as without it."""
     run_dir, _, _ = runs
-    plain, batch = trained_model_and_batch(run_dir, weight_drop=0.0)
-    dropped, _ = trained_model_and_batch(run_dir, weight_drop=0.5)
+    plain, batch, _ = trained_model_and_batch(run_dir, weight_drop=0.0)
+    dropped, _, _ = trained_model_and_batch(run_dir, weight_drop=0.5)
     assert dropped.rnn.weight_drop == 0.5
     with torch.no_grad():
         assert torch.equal(sentiment.class_logits(plain, batch), sentiment.class_logits(dropped, batch))
@@ -257,7 +264,7 @@ def test_folder_per_class_data(tmp_path):
         for i, text in enumerate(words):
             (tmp_path / label / f"{i}.txt").write_text(text)
     cfg = compose("sentiment", ["data=folder", f"data.train={tmp_path}", f"data.valid={tmp_path}", "data.classes=[neg,pos]", "data.min_freq=1"])
-    prepared = sentiment.prepare(cfg.data, None, ("train", "valid"))
+    prepared = RECIPE.prepare(cfg.data, None, ("train", "valid"))
     assert prepared.vocab["classes"] == ["neg", "pos"] and prepared.splits["train"].labels.tolist() == [0, 0, 1, 1]
 
 
@@ -277,10 +284,10 @@ def test_subwords_give_a_word_unseen_in_training_a_vector_from_its_spelling(tmp_
     fit(tmp_path / "run", "data=tsv", f"data.train={train}", f"data.valid={train}", "data.text_column=sentence", "data.subword_buckets=4096", "trainer.max_steps=5")
     state = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["vocab"]["subword_buckets"] == 4096
-    batch = sentiment.collate(list(sentiment.prepare_inputs(state["vocab"], ["warmly moving", "flatly dull"]).splits["inputs"]))
+    batch = sentiment.collate(list(RECIPE.prepare_inputs(state["vocab"], ["warmly moving", "flatly dull"]).splits["inputs"]))
     assert batch["tokens"][:, 0].tolist() == [UNK_ID, UNK_ID]  # unknown words, told apart by their n-grams
     assert set(ngram_buckets(["warmly"], 4096)[0].tolist()) <= set(batch["subwords"][0, 0].tolist())
-    model = sentiment.build_model(sentiment.ModelConfig(**state["config"]["model"]), state["vocab"]).eval()
+    model = RECIPE.build_model(sentiment.ModelConfig(**state["config"]["model"]), state["vocab"]).eval()
     model.load_state_dict(state["model"])
     first, second = model.embedding(batch["tokens"]) + model.subwords(batch["subwords"].flatten(0, 1)).view(2, 2, -1)
     assert not torch.allclose(first[0], second[0])

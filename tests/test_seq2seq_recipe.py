@@ -22,7 +22,10 @@ from seqtrain.data.parallel import multi30k_files, read_lines, read_parallel
 from seqtrain.errors import DataError
 from seqtrain.models.decoding import SearchOptions
 from seqtrain.recipes import seq2seq
-from seqtrain.runs import load_model
+from seqtrain.recipes.seq2seq import Seq2SeqRecipe
+
+RECIPE = Seq2SeqRecipe()
+from seqtrain.rundir import load_model
 from seqtrain.translation_metrics import translation_metrics, translation_stats
 
 runner = CliRunner()
@@ -111,12 +114,12 @@ def test_mismatched_files_are_one_line_and_exit_2_through_the_cli(tmp_path):
 
 def test_tiny_multi30k_copy_trains_sentencepiece_kept_with_the_run(tiny_multi30k):
     cfg = compose("seq2seq", ["data=multi30k", f"data.root={tiny_multi30k}", "data.vocab_size=60", "data.sp_model_type=bpe"])
-    prepared = seq2seq.prepare(cfg.data, None, ("train", "valid"))
+    prepared = RECIPE.prepare(cfg.data, None, ("train", "valid"))
     assert len(prepared.splits["train"]) == 100 and prepared.splits["valid"].references[0] == "Two dogs play in the snow."
     vocab = json.loads(json.dumps(prepared.vocab))  # as vocab.json and the checkpoint keep it
     source, target = seq2seq.tokenizers(vocab)
     assert vocab["joint"] and target is source
-    again = seq2seq.prepare(cfg.data, vocab, ("test",)).splits["test"]
+    again = RECIPE.prepare(cfg.data, vocab, ("test",)).splits["test"]
     assert again.sources == prepared.splits["valid"].sources  # the same ids through the saved tokenizer
     assert source.decode(again.sources[0]) == "Zwei Hunde spielen im Schnee."
     swapped = compose("seq2seq", ["data=multi30k", f"data.root={tiny_multi30k}", "data.source_lang=en", "data.target_lang=de"])
@@ -132,9 +135,10 @@ def test_real_multi30k_splits_are_aligned():
 
 def test_step_loss_is_label_smoothed_cross_entropy_and_metrics_are_sacrebleu():
     vocab = {"joint": True, "source": {"kind": "char", "symbols": list("abc")}, "monitored": []}
-    model = seq2seq.build_model(seq2seq.ModelConfig(hidden_size=8, embedding_dim=8, dropout=0.0), vocab).eval()
+    model_cfg = seq2seq.ModelConfig(hidden_size=8, embedding_dim=8, dropout=0.0)
+    model = RECIPE.build_model(model_cfg, vocab).eval()
     batch = seq2seq.collate_pairs([([4, 5], [5, 6, 4], None), ([6], [4], None)], 2, 3, 0)
-    loss, stats = seq2seq.step(model, batch)
+    loss, stats = RECIPE.loss(model_cfg, vocab)(model, batch)
     logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"])[batch["tgt_mask"]]
     gold = batch["tgt_out"][batch["tgt_mask"]]
     assert loss.item() == pytest.approx(F.cross_entropy(logits, gold, label_smoothing=0.1).item(), rel=1e-5)

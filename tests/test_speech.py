@@ -19,6 +19,8 @@ from seqtrain.data.audio_files import fsdd_entries
 from seqtrain.data.synthetic_audio import SyntheticAudio
 from seqtrain.models.audio_classifier import AudioClassifier, Augmentation
 from seqtrain.recipes import speech
+from seqtrain.recipes.speech import Speech
+from seqtrain.rundir import load_model
 
 runner = CliRunner()
 TINY = [
@@ -64,7 +66,7 @@ def test_a_few_steps_beat_chance_and_report_both_accuracies(trained):
 
 def test_padding_never_changes_a_prediction_through_the_recipe(trained):
     run_dir, _ = trained
-    module, model, state = runs.load_model(run_dir)
+    module, model, state = load_model(run_dir)
     prepared = module.prepare(compose("speech", TINY).data, state["vocab"], ("valid",))
     items = [prepared.splits["valid"][i] for i in range(5)]
     assert len({len(item["audio"]) for item in items}) > 1
@@ -99,7 +101,7 @@ def test_fsdd_reader_keeps_the_official_split_and_carves_validation(tmp_path, ca
     make_fsdd(tmp_path)
     write_wav(tmp_path / "recordings" / "notes.wav", 0.05, 8000)
     data = compose("speech", ["data=fsdd", f"data.root={tmp_path}", "data.max_skipped_fraction=0.1"]).data
-    prepared = speech.prepare(data, None, ("train", "valid", "test"))
+    prepared = Speech().prepare(data, None, ("train", "valid", "test"))
     sizes = {split: len(dataset) for split, dataset in prepared.splits.items()}
     assert sizes == {"test": 30, "valid": 30, "train": 12}  # indices 0-4, 5-9, 10-11; 3 digits x 2 speakers
     assert prepared.vocab["classes"] == ["0", "1", "2"] and prepared.vocab["speakers"] == ["alice", "bob"]
@@ -120,7 +122,7 @@ def test_folder_layout_honours_validation_list(tmp_path):
     write_wav(tmp_path / "_background_noise_" / "white.wav", 0.5)
     (tmp_path / "validation_list.txt").write_text("yes/spk0_nohash_0.wav\nno/spk1_nohash_0.wav\n")
     data = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.test_fraction=0.3"]).data
-    prepared = speech.prepare(data, None, ("train", "valid", "test"))
+    prepared = Speech().prepare(data, None, ("train", "valid", "test"))
     valid = prepared.splits["valid"].dataset
     assert sorted(p.parent.name + "/" + p.name for p in valid.paths) == ["no/spk1_nohash_0.wav", "yes/spk0_nohash_0.wav"]
     assert prepared.vocab["classes"] == ["no", "yes"]
@@ -140,7 +142,7 @@ def bad_folder(root):
 def test_unreadable_and_empty_files_are_skipped_with_reasons(tmp_path, capsys):
     data = compose("speech", ["data=folder", f"data.root={bad_folder(tmp_path)}", "data.max_skipped_fraction=0.5",
                               "data.valid_fraction=0.01", "data.test_fraction=0"]).data
-    prepared = speech.prepare(data, None, ("train",))
+    prepared = Speech().prepare(data, None, ("train",))
     assert len(prepared.splits["train"]) == 6
     err = capsys.readouterr().err
     assert "empty.wav: the file holds no audio samples" in err
@@ -154,14 +156,14 @@ def test_clips_shorter_than_one_frame_are_skipped_and_counted(tmp_path, capsys):
     write_wav(tmp_path / "go" / "click.wav", seconds=0.012)  # 192 samples at 16 kHz: under one 25 ms window (400)
     data = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.max_skipped_fraction=0.5",
                               "data.valid_fraction=0.01", "data.test_fraction=0", "data.augment.speed_perturb=false"]).data
-    assert len(speech.prepare(data, None, ("train",)).splits["train"]) == 6
+    assert len(Speech().prepare(data, None, ("train",)).splits["train"]) == 6
     err = capsys.readouterr().err
     assert "click.wav: shorter than one feature frame (192 samples at 16000 Hz < 400)" in err
     assert "skipped 1 of 7 audio files: 1 shorter than one feature frame" in err
     # the window follows data.kaldi: 10 ms frames fit in the click
     short_frames = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.valid_fraction=0.01",
                                       "data.test_fraction=0", "data.kaldi.frame_length_ms=10"]).data
-    assert len(speech.prepare(short_frames, None, ("train",)).splits["train"]) == 7
+    assert len(Speech().prepare(short_frames, None, ("train",)).splits["train"]) == 7
 
 
 def test_speed_perturbation_raises_the_training_minimum(tmp_path, capsys):
@@ -170,18 +172,18 @@ def test_speed_perturbation_raises_the_training_minimum(tmp_path, capsys):
     write_wav(tmp_path / "go" / "edge.wav", seconds=0.026)  # 416 samples: one frame, but 379 at speed 1.1
     data = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.max_skipped_fraction=0.5", "data.valid_fraction=0.01",
                               "data.test_fraction=0", "data.augment.speed_perturb=true"]).data
-    assert len(speech.prepare(data, None, ("train",)).splits["train"]) == 6
+    assert len(Speech().prepare(data, None, ("train",)).splits["train"]) == 6
     assert "edge.wav: shorter than one feature frame (416 samples at 16000 Hz < 439)" in capsys.readouterr().err
 
 
 def test_kaldi_options_reach_the_model_through_the_vocabulary():
     cfg = compose("speech", [*TINY, "model.features=mfcc", "data.kaldi.window=blackman", "data.kaldi.use_energy=true",
                              "data.kaldi.cepstral_lifter=0"])
-    prepared = speech.prepare(cfg.data, None, ("train",))
+    prepared = Speech().prepare(cfg.data, None, ("train",))
     assert prepared.vocab["kaldi"]["window"] == "blackman"
-    model = speech.build_model(cfg.model, prepared.vocab)
+    model = Speech().build_model(cfg.model, prepared.vocab)
     assert model.features.use_energy and model.features.lifter is None
-    default = speech.build_model(cfg.model, {**prepared.vocab, "kaldi": {}})  # runs from before data.kaldi: defaults
+    default = Speech().build_model(cfg.model, {**prepared.vocab, "kaldi": {}})  # runs from before data.kaldi: defaults
     assert not torch.equal(model.features.fbank.window, default.features.fbank.window)
 
 

@@ -16,6 +16,8 @@ from seqtrain.data.sampler import BatchingConfig
 from seqtrain.errors import ConfigError, Interrupted, TrainingError
 from seqtrain.optim import OptimConfig, SchedConfig
 from seqtrain.recipes import char_lm
+from seqtrain.rundir import RunDir
+from seqtrain.trainer_config import LoopConfig
 
 
 class Regression(torch.utils.data.Dataset):
@@ -46,14 +48,15 @@ def regression_task(summarize=None):
     return trainer.Task(torch.nn.Linear(3, 1), step, summarize or (lambda t: {"loss": float(t["sq"] / t["n"])}), collate)
 
 
-def fit_regression(tmp_path, task=None, shuffle=True, batch_size=8, sched=None, **overrides):
-    cfg = trainer.TrainerConfig(**{"max_steps": 40, "log_every_steps": 5, "val_every_steps": 10, **overrides})
+def fit_regression(tmp_path, task=None, shuffle=True, batch_size=8, sched=None, resume=None, **overrides):
+    cfg = LoopConfig(**{"max_steps": 40, "log_every_steps": 5, "val_every_steps": 10, **overrides})
     meta = {"recipe": "toy", "config": {"model": {}}, "vocab": {}}
     task = task or regression_task()
-    metrics = trainer.fit(
-        task, Regression(64, 1), Regression(32, 2), cfg, OptimConfig(name="sgd", lr=0.1), sched or SchedConfig(),
-        BatchingConfig(batch_size=batch_size), tmp_path, meta, shuffle_train=shuffle,
-    )
+    settings = trainer.Settings(cfg, OptimConfig(name="sgd", lr=0.1), sched or SchedConfig(), BatchingConfig(batch_size=batch_size))
+    train, valid = Regression(64, 1), Regression(32, 2)
+    sampler = trainer.preflight(task, train, valid, settings, shuffle_train=shuffle)
+    resume_from = checkpoint.load(RunDir(resume).find_checkpoint("last")) if resume else None
+    metrics = trainer.fit(task, train, valid, settings, tmp_path, meta, sampler=sampler, resume_from=resume_from)
     return task.model, metrics
 
 
@@ -109,14 +112,14 @@ def test_tokens_per_s_counts_training_time_only(tmp_path, monkeypatch):
     clock = {"now": 0.0}
     monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
     task = regression_task()
-    real_step, real_collate = task.step, task.collate
+    real_step = task.step
 
     def timed_step(model, batch):
         clock["now"] += 1.0 if model.training else 50.0  # a training step takes 1 s, a validation batch 50 s
         return real_step(model, batch)
 
     task.step = timed_step
-    task.collate = lambda items: {**real_collate(items), "num_tokens": 5 * len(items)}
+    task.sizes = lambda batch: (5 * len(batch["x"]), 0)
     fit_regression(tmp_path, task=task, log_every_steps=5, val_every_steps=7)  # windows and validations interleave
     rates = [r["tokens_per_s"] for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if r["split"] == "train"]
     assert rates == [40.0] * 8  # 8 examples of 5 tokens per 1-second step, whatever validation took
@@ -269,3 +272,57 @@ def test_a_non_finite_gradient_stops_before_the_update(tmp_path):
     with pytest.raises(TrainingError, match="gradient norm became (inf|nan) at step 3; stopped before the update"):
         fit_regression(tmp_path, task=task)
     assert torch.isfinite(task.model.weight).all()
+
+
+class Separable(torch.utils.data.Dataset):
+    """Two classes a linear model separates with a margin: accuracy saturates at once, the loss goes on falling."""
+
+    def __init__(self, n: int, seed: int):
+        g = torch.Generator().manual_seed(seed)
+        self.y = torch.randint(0, 2, (n,), generator=g)
+        self.x = torch.randn(n, 1, 3, generator=g) * 0.3
+        self.x[:, 0, 0] += torch.where(self.y == 1, 1.0, -1.0)
+        self.lengths = [1] * n
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def separable_task():
+    def step(model, batch):
+        logits = model(batch["x"]).squeeze(1)  # (B, 2)
+        loss_sum = torch.nn.functional.cross_entropy(logits, batch["y"], reduction="sum")
+        correct = (logits.argmax(-1) == batch["y"]).sum().float()
+        return loss_sum / len(batch["y"]), {"loss_sum": loss_sum.detach(), "correct": correct, "n": torch.tensor(float(len(batch["y"])))}
+
+    def summarize(t):
+        return {"loss": float(t["loss_sum"] / t["n"]), "accuracy": float(t["correct"] / t["n"])}
+
+    def collate(items):
+        return {"x": torch.stack([x for x, _ in items]), "y": torch.stack([y for _, y in items])}
+
+    torch.manual_seed(0)
+    return trainer.Task(torch.nn.Linear(3, 2), step, summarize, collate, resolution=lambda t: {"accuracy": 1 / float(t["n"])})
+
+
+def test_a_saturated_accuracy_hands_model_selection_and_newbob_to_the_validation_loss(tmp_path):
+    """Accuracy reaches 1.0 at the first validations and stays; the loss keeps falling. best.pt must follow
+    the loss past the first 100%, and NewBob must not anneal while the loss improves."""
+    task = separable_task()
+    cfg = LoopConfig(max_steps=60, log_every_steps=5, val_every_steps=5,
+                     early_stopping=trainer.EarlyStoppingConfig(monitor="accuracy", mode="max", patience=3))
+    settings = trainer.Settings(cfg, OptimConfig(name="sgd", lr=0.2), SchedConfig(name="newbob", patience=0), BatchingConfig(batch_size=16))
+    train, valid = Separable(256, 1), Separable(64, 2)
+    sampler = trainer.preflight(task, train, valid, settings, shuffle_train=True)
+    trainer.fit(task, train, valid, settings, tmp_path, {"recipe": "toy", "config": {"model": {}}, "vocab": {}}, sampler=sampler)
+    records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    valid_records = [r for r in records if r["split"] == "valid"]
+    first_saturated = next(r["step"] for r in valid_records if r["accuracy"] == 1.0)
+    losses = [r["loss"] for r in valid_records]
+    assert first_saturated <= 10 and all(later < earlier for earlier, later in zip(losses, losses[1:]))
+    best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
+    assert best["trainer"]["step"] == 60 > first_saturated  # the last, lowest-loss validation, not the first 100%
+    assert [r["lr"] for r in records if r["split"] == "train"] == [0.2] * 12  # never annealed; no early stop either

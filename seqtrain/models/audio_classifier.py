@@ -76,7 +76,6 @@ class AudioClassifier(nn.Module):
         frontend: str = "torch",
         feature_options: dict | None = None,
         freeze_after: int = 0,
-        aux_weight: float = 0.0,
         **crdnn: Any,
     ):
         super().__init__()
@@ -86,7 +85,7 @@ class AudioClassifier(nn.Module):
         self.features = feature_extractor(features, frontend, sample_rate=sample_rate, num_mel_bins=num_mel_bins,
                                           **sizes, **(feature_options or {}))
         size = self.features.num_features
-        self.normalize, self.freeze_after, self.aux_weight = normalize, freeze_after, aux_weight
+        self.normalize, self.freeze_after = normalize, freeze_after
         self.normalizer = GlobalNormalizer(size) if normalize == "global" else None
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))  # training utterances the statistics saw
         self.crdnn = CRDNN(size, num_classes, **crdnn)

@@ -83,9 +83,18 @@ class SequenceClassifier(nn.Module):
         else:
             self.head = nn.Sequential(Dropout(dropout), nn.Linear(size, num_classes))
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, T) token ids, (B,) lengths, (B, T, K) n-gram buckets if subword_buckets > 0 -> (B, C) class logits."""
-        return self.head(self.features(tokens, lengths, subwords))
+    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None,
+                mix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """(B, T) token ids, (B,) lengths, (B, T, K) n-gram buckets if subword_buckets > 0 -> (B, C) class logits.
+
+        `mix` = (lam (B,), partner (B,)) blends each pooled sentence vector with its partner's before the
+        head, lam * own + (1 - lam) * partner's: sentence mixup, inside the forward so that DDP sees it."""
+        features = self.features(tokens, lengths, subwords)  # (B, H)
+        if mix is not None:
+            lam, partner = mix
+            lam = lam.to(features)[:, None]
+            features = lam * features + (1 - lam) * features[partner]
+        return self.head(features)
 
     def features(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
         """The pooled sentence vector (B, H) that `head` turns into logits: what mixup blends."""

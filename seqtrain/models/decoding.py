@@ -16,6 +16,7 @@ from typing import Any, Iterator, Protocol
 import torch
 
 from seqtrain.models.rnn import onednn_off
+from seqtrain.task import evaluating
 
 LENGTH_NORMS = ("none", "average", "gnmt")
 
@@ -75,13 +76,8 @@ def decode(model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos: int,
 @contextmanager
 def decoding(model: torch.nn.Module) -> Iterator[None]:
     """Eval mode, no autograd and oneDNN off for the step loop; the model's mode is restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), onednn_off():
-            yield
-    finally:
-        model.train(was_training)
+    with evaluating(model), torch.no_grad(), onednn_off():
+        yield
 
 
 def greedy(model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int,

@@ -22,10 +22,10 @@ from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.language_model import RecurrentLM
 from seqtrain.models.rnn import CELLS, onednn_off, weight_drop_problem
 from seqtrain.models.sampling import sample_next
-from seqtrain.recipes import Graph, Prepared, SampleOptions
+from seqtrain.recipe import Graph, Prepared, Recipe, SampleOptions
+from seqtrain.task import Stats, Step, evaluating
 
 SOURCES = ("stdlib", "text", "tinyshakespeare")
-SPLITS = ("train", "valid", "all")
 
 
 @dataclass
@@ -114,39 +114,6 @@ def stdlib_corpus(cache: Path, max_chars: int) -> Path:
     return target
 
 
-def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
-    unknown = set(splits) - set(SPLITS)
-    if unknown:
-        raise ConfigError(f"split={unknown.pop()} is not a split of char_lm; valid: {', '.join(SPLITS)}")
-    path = corpus_path(data)
-    cache = cache_dir(data.cache_dir) / "tokens"
-    total, train_chars = corpus_stats(path, 1 - data.valid_fraction, cache)
-    chars = CharVocab.from_dict(vocab) if vocab else CharVocab(train_chars)
-    tokens = token_file(path, chars, cache)
-    n_train = int(total * (1 - data.valid_fraction))
-    parts = {"train": tokens[:n_train], "valid": tokens[n_train:], "all": tokens}
-    datasets = {}
-    for split in splits:
-        if len(parts[split]) < 2:
-            raise DataError(f"the {split} split of {path} is too short ({len(parts[split])} characters)")
-        if split != "train":
-            datasets[split] = WindowDataset(parts[split], data.eval_seq_len or data.seq_len)
-        elif data.stateful:
-            datasets[split] = StreamDataset(parts[split], data.seq_len, data.batch_size)
-        else:
-            datasets[split] = WindowDataset(parts[split], data.seq_len)
-    return Prepared(chars.to_dict(), datasets, collate_windows, shuffle_train=not data.stateful)
-
-
-def build_model(model: ModelConfig, vocab: dict) -> RecurrentLM:
-    lm = RecurrentLM(
-        len(CharVocab.from_dict(vocab)), model.cell, model.hidden_size, model.num_layers,
-        model.embedding_dim, model.dropout, model.tie_weights, model.weight_drop,
-    )
-    initialize(lm, model.init, model.recurrent_init)
-    return lm
-
-
 def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     logits, _ = model(batch["tokens"], batch["lengths"], stream=batch.get("stream"))  # (B, T, V)
     loss_sum = F.cross_entropy(
@@ -154,11 +121,6 @@ def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, t
     )
     tokens = batch["num_tokens"]
     return loss_sum / tokens, {"loss_sum": loss_sum.detach(), "tokens": torch.tensor(float(tokens))}
-
-
-def summarize(totals: dict[str, torch.Tensor]) -> dict[str, float]:
-    loss = float(totals["loss_sum"] / totals["tokens"])
-    return {"loss": loss, "bpc": loss / math.log(2), "perplexity": math.exp(min(loss, 700.0))}
 
 
 def generate(
@@ -183,45 +145,21 @@ def generate(
     device = device_of(model)
 
     def characters() -> Iterator[str]:
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad(), onednn_off():
-                logits, state = model(torch.as_tensor(vocab.encode(prompt), device=device)[None])
+        with evaluating(model), torch.no_grad(), onednn_off():
+            logits, state = model(torch.as_tensor(vocab.encode(prompt), device=device)[None])
+            last = logits[:, -1]
+            for _ in range(length):
+                last[:, 0] = float("-inf")  # never emit <unk>
+                token = sample_next(last.cpu(), temperature, top_k, top_p, generator)
+                yield vocab.chars[int(token)]
+                logits, state = model(token.to(device)[:, None], state=state)
                 last = logits[:, -1]
-                for _ in range(length):
-                    last[:, 0] = float("-inf")  # never emit <unk>
-                    token = sample_next(last.cpu(), temperature, top_k, top_p, generator)
-                    yield vocab.chars[int(token)]
-                    logits, state = model(token.to(device)[:, None], state=state)
-                    last = logits[:, -1]
-        finally:
-            model.train(was_training)
 
     return characters()
 
 
-def sample(model: RecurrentLM, vocab: dict, options: SampleOptions, write: Callable[[str], None]) -> None:
-    if options.text is not None or options.input_file is not None:
-        raise ConfigError("char_lm generates from --prompt; --text and --input-file do not apply")
-    chars = CharVocab.from_dict(vocab)
-    prompt = options.prompt if options.prompt is not None else default_prompt(chars)
-    generated = generate(model, chars, prompt, options.length, options.temperature, options.top_k, options.top_p, options.seed)
-    write(prompt)
-    for char in generated:
-        write(char)
-    write("\n")
-
-
 def default_prompt(chars: CharVocab) -> str:
     return "\n" if "\n" in chars.index else chars.chars[1]
-
-
-def log_samples(model: RecurrentLM, vocab: dict, writer, step: int) -> None:
-    chars = CharVocab.from_dict(vocab)
-    prompt = default_prompt(chars)
-    text = prompt + "".join(generate(model, chars, prompt, 300, temperature=0.8, seed=0))
-    writer.add_text("sample", "```\n" + text + "\n```", step)
 
 
 class StepGraph(torch.nn.Module):
@@ -238,16 +176,6 @@ class StepGraph(torch.nn.Module):
     def forward(self, tokens: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
         logits, new = self.lm(tokens, state=state if len(state) == 2 else state[0])
         return logits, *(new if isinstance(new, tuple) else (new,))
-
-
-def export_graphs(model: RecurrentLM, vocab: dict, format: str) -> list[Graph]:
-    tokens = torch.randint(1, model.vocab_size, (2, 3))  # (B, T)
-    _, state = model(tokens)
-    names = ["h", "c"] if isinstance(state, tuple) else ["h"]  # each (layers, B, H); c for LSTM only
-    zeros = {name: torch.zeros_like(s) for name, s in zip(names, state if isinstance(state, tuple) else (state,))}
-    axes = {"tokens": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
-    axes |= {name: {1: "batch"} for name in names} | {f"{name}_next": {1: "batch"} for name in names}
-    return [Graph("model", StepGraph(model), {"tokens": tokens, **zeros}, ["logits", *(f"{n}_next" for n in names)], axes)]
 
 
 class ExportedLM(torch.nn.Module):
@@ -267,5 +195,76 @@ class ExportedLM(torch.nn.Module):
         return out["logits"], new if len(new) == 2 else new[0]
 
 
-def from_export(graphs: dict, state: dict) -> ExportedLM:
-    return ExportedLM(graphs["model"])
+class CharLM(Recipe):
+    """Character language model (many-to-many): predict each next character; sample text from a prompt."""
+
+    name = "char_lm"
+    ModelConfig = ModelConfig
+    DataConfig = DataConfig
+    splits = ("train", "valid", "all")
+
+    def loss(self, model: ModelConfig, vocab: dict) -> Step:
+        return step
+
+    def prepare(self, data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
+        self.check_splits(splits)
+        path = corpus_path(data)
+        cache = cache_dir(data.cache_dir) / "tokens"
+        total, train_chars = corpus_stats(path, 1 - data.valid_fraction, cache)
+        chars = CharVocab.from_dict(vocab) if vocab else CharVocab(train_chars)
+        tokens = token_file(path, chars, cache)
+        n_train = int(total * (1 - data.valid_fraction))
+        parts = {"train": tokens[:n_train], "valid": tokens[n_train:], "all": tokens}
+        datasets = {}
+        for split in splits:
+            if len(parts[split]) < 2:
+                raise DataError(f"the {split} split of {path} is too short ({len(parts[split])} characters)")
+            if split != "train":
+                datasets[split] = WindowDataset(parts[split], data.eval_seq_len or data.seq_len)
+            elif data.stateful:
+                datasets[split] = StreamDataset(parts[split], data.seq_len, data.batch_size)
+            else:
+                datasets[split] = WindowDataset(parts[split], data.seq_len)
+        return Prepared(chars.to_dict(), datasets, collate_windows, shuffle_train=not data.stateful)
+
+    def build_model(self, model: ModelConfig, vocab: dict) -> RecurrentLM:
+        lm = RecurrentLM(
+            len(CharVocab.from_dict(vocab)), model.cell, model.hidden_size, model.num_layers,
+            model.embedding_dim, model.dropout, model.tie_weights, model.weight_drop,
+        )
+        initialize(lm, model.init, model.recurrent_init)
+        return lm
+
+    def summarize(self, totals: Stats) -> dict[str, float]:
+        loss = float(totals["loss_sum"] / totals["tokens"])
+        return {"loss": loss, "bpc": loss / math.log(2), "perplexity": math.exp(min(loss, 700.0))}
+
+    def sample(self, model: RecurrentLM, vocab: dict, options: SampleOptions, write: Callable[[str], None]) -> None:
+        if options.text is not None or options.input_file is not None:
+            raise ConfigError("char_lm generates from --prompt; --text and --input-file do not apply")
+        chars = CharVocab.from_dict(vocab)
+        prompt = options.prompt if options.prompt is not None else default_prompt(chars)
+        generated = generate(model, chars, prompt, options.length, options.temperature, options.top_k, options.top_p, options.seed)
+        write(prompt)
+        for char in generated:
+            write(char)
+        write("\n")
+
+    def log_samples(self, model: RecurrentLM, vocab: dict, writer, step: int, totals: Stats) -> None:
+        """300 characters sampled from the model at each validation."""
+        chars = CharVocab.from_dict(vocab)
+        prompt = default_prompt(chars)
+        text = prompt + "".join(generate(model, chars, prompt, 300, temperature=0.8, seed=0))
+        writer.add_text("sample", "```\n" + text + "\n```", step)
+
+    def export_graphs(self, model: RecurrentLM, vocab: dict, format: str) -> list[Graph]:
+        tokens = torch.randint(1, model.vocab_size, (2, 3))  # (B, T)
+        _, state = model(tokens)
+        names = ["h", "c"] if isinstance(state, tuple) else ["h"]  # each (layers, B, H); c for LSTM only
+        zeros = {name: torch.zeros_like(s) for name, s in zip(names, state if isinstance(state, tuple) else (state,))}
+        axes = {"tokens": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
+        axes |= {name: {1: "batch"} for name in names} | {f"{name}_next": {1: "batch"} for name in names}
+        return [Graph("model", StepGraph(model), {"tokens": tokens, **zeros}, ["logits", *(f"{n}_next" for n in names)], axes)]
+
+    def from_export(self, graphs: dict, state: dict) -> ExportedLM:
+        return ExportedLM(graphs["model"])

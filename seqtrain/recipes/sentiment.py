@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 from torch.nn import functional as F
 
-from seqtrain.data.collate import batch_stats, pad, to_device
+from seqtrain.data.collate import batch_stats, device_of, pad, to_device
 from seqtrain.data.download import cache_dir
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.subwords import ngram_buckets, pad_buckets
@@ -26,14 +26,14 @@ from seqtrain.data.synthetic_sentiment import make_splits
 from seqtrain.data.tables import Table, class_names, download_sst2, read_folders, read_sst2, read_table
 from seqtrain.data.tokenizers import KINDS, PAD_ID, SP_MODEL_TYPES, build_tokenizer, tokenizer_from_dict
 from seqtrain.errors import ConfigError, DataError
-from seqtrain.metrics import classification_metrics, confusion_matrix
 from seqtrain.models.classifier import POOLINGS, SequenceClassifier
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.rnn import CELLS, weight_drop_problem
-from seqtrain.recipes import Graph, Prepared
+from seqtrain.recipe import Graph, Prepared
+from seqtrain.recipes.classifier import ClassifierRecipe, classifier_stats
+from seqtrain.task import evaluating
 
 SOURCES = ("synthetic", "sst2", "tsv", "folder")
-SPLITS = ("train", "valid")
 CLASS_WEIGHTS = ("none", "balanced")
 
 # Sentences whose predictions go to TensorBoard at each validation: negation, contrast, intensity.
@@ -189,115 +189,122 @@ def collate(items: list[tuple[torch.Tensor, int, torch.Tensor | None]]) -> dict:
     return batch
 
 
-def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
-    """Without `vocab`, learn the tokenizer and the classes from the training split; with one (resume,
-    evaluate, init_from), read every split through it, and refuse labels the model does not know."""
-    unknown = set(splits) - set(SPLITS)
-    if unknown:
-        raise ConfigError(f"split={unknown.pop()} is not a split of sentiment; valid: {', '.join(SPLITS)}")
-    tables = {split: (texts[: data.max_rows], labels[: data.max_rows]) for split, (texts, labels) in read_splits(data, splits).items()}
-    if vocab is None:
-        train_texts, train_labels = tables["train"]
-        names = class_names(train_labels)
-        tokenizer = build_tokenizer(train_texts, data.tokenizer, data.vocab_size, data.min_freq, data.max_vocab, data.sp_model_type)
-        vocab = {
-            "tokenizer": tokenizer.to_dict(), "classes": names,
-            "class_counts": [train_labels.count(name) for name in names], "subword_buckets": data.subword_buckets,
-        }
-    index = {name: i for i, name in enumerate(vocab["classes"])}
-    datasets = {}
-    for split, (texts, labels) in tables.items():
-        class_names(vocab["classes"], labels, valid_source=f"the {split} split")
-        datasets[split] = encode(vocab, texts, [index[label] for label in labels], f"the {split} split", data.max_len)
-    return Prepared(vocab, datasets, collate)
+class Sentiment(ClassifierRecipe):
+    """Sentence sentiment (many-to-one): read a whole text, predict one label; any number of classes."""
+
+    name = "sentiment"
+    ModelConfig = ModelConfig
+    DataConfig = DataConfig
+
+    def prepare(self, data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
+        """Without `vocab`, learn the tokenizer and the classes from the training split; with one (resume,
+        evaluate, init_from), read every split through it, and refuse labels the model does not know."""
+        self.check_splits(splits)
+        tables = {split: (texts[: data.max_rows], labels[: data.max_rows]) for split, (texts, labels) in read_splits(data, splits).items()}
+        if vocab is None:
+            train_texts, train_labels = tables["train"]
+            names = class_names(train_labels)
+            tokenizer = build_tokenizer(train_texts, data.tokenizer, data.vocab_size, data.min_freq, data.max_vocab, data.sp_model_type)
+            vocab = {
+                "tokenizer": tokenizer.to_dict(), "classes": names,
+                "class_counts": [train_labels.count(name) for name in names], "subword_buckets": data.subword_buckets,
+            }
+        index = {name: i for i, name in enumerate(vocab["classes"])}
+        datasets = {}
+        for split, (texts, labels) in tables.items():
+            class_names(vocab["classes"], labels, valid_source=f"the {split} split")
+            datasets[split] = encode(vocab, texts, [index[label] for label in labels], f"the {split} split", data.max_len)
+        return Prepared(vocab, datasets, collate)
+
+    def prepare_inputs(self, vocab: dict, texts: list[str]) -> Prepared:
+        """Unlabelled texts for prediction, as one split named "inputs"."""
+        return Prepared(vocab, {"inputs": encode(vocab, texts, [-1] * len(texts), "the input")}, collate)
+
+    def build_model(self, model: ModelConfig, vocab: dict) -> SequenceClassifier:
+        classifier = SequenceClassifier(
+            len(tokenizer_from_dict(vocab["tokenizer"])), len(vocab["classes"]), model.embedding_dim, model.cell,
+            model.hidden_size, model.num_layers, model.bidirectional, model.pooling, model.dropout,
+            model.embedding_dropout, model.mlp_hidden, model.attention_size, PAD_ID, vocab.get("subword_buckets", 0),
+            model.weight_drop,
+        )
+        initialize(classifier, model.init, model.recurrent_init)
+        return classifier
+
+    def loss(self, model: ModelConfig, vocab: dict) -> SentimentLoss:
+        counts = torch.tensor(vocab["class_counts"], dtype=torch.float)
+        weights = counts.sum() / (len(counts) * counts.clamp(min=1)) if model.class_weights == "balanced" else None
+        return SentimentLoss(model.label_smoothing, weights, model.mixup_alpha)
+
+    def logits(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        return class_logits(model, batch)
+
+    @torch.no_grad()
+    def log_samples(self, model: torch.nn.Module, vocab: dict, writer, step: int, totals: dict[str, torch.Tensor]) -> None:
+        """The confusion matrix, and the probe sentences' predictions as a table, to watch negation and
+        contrast being learnt."""
+        super().log_samples(model, vocab, writer, step, totals)
+        inputs = self.prepare_inputs(vocab, list(PROBES))
+        batch = to_device(inputs.collate(list(inputs.splits["inputs"])), device_of(model))
+        with evaluating(model):
+            probabilities = self.predict(model, batch)
+        names = vocab["classes"]
+        rows = [f"| {text} | {names[int(p.argmax())]} | {float(p.max()):.2f} |" for text, p in zip(PROBES, probabilities)]
+        writer.add_text("predictions", "| text | label | probability |\n|---|---|---|\n" + "\n".join(rows), step)
+
+    def export_graphs(self, model: SequenceClassifier, vocab: dict, format: str) -> list[Graph]:
+        """Rows of lengths 5, 2 and 4, padded: tracing then records the packed path, which serves any lengths.
+        With `data.subword_buckets` the n-gram buckets are a third input (seqtrain.data.subwords computes them)."""
+        lengths = torch.tensor([5, 2, 4])
+        real = torch.arange(5)[None] < lengths[:, None]  # (B, T)
+        inputs = {"tokens": torch.randint(4, len(tokenizer_from_dict(vocab["tokenizer"])), (3, 5)) * real, "lengths": lengths}
+        axes = {"tokens": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probabilities": {0: "batch"}}
+        if vocab.get("subword_buckets", 0):
+            inputs["subwords"] = (torch.randint(1, vocab["subword_buckets"], (3, 5, 4)) * real[..., None]).int()  # as collated
+            axes["subwords"] = {0: "batch", 1: "time", 2: "ngrams"}
+        return [Graph("model", ProbabilitiesGraph(model), inputs, ["probabilities"], axes)]
 
 
-def prepare_inputs(vocab: dict, texts: list[str]) -> Prepared:
-    """Unlabelled texts for prediction, as one split named "inputs"."""
-    return Prepared(vocab, {"inputs": encode(vocab, texts, [-1] * len(texts), "the input")}, collate)
+class SentimentLoss:
+    """Cross-entropy with class weights and label smoothing, and optional sentence mixup in training.
 
+    Sentence mixup (Zhang et al. 2018; Guo et al. 2019 for text): each example's pooled vector is blended
+    with another example's of the same batch, lam * a + (1 - lam) * b with lam ~ Beta(alpha, alpha) per
+    example, and the loss is the same blend of the two labels' losses. Blending the pooled vectors rather
+    than the inputs sidesteps the different lengths, and the model is asked to be linear between training
+    sentences, a regulariser that costs a permutation and a blend per step. The blend happens inside the
+    model's forward (`mix=`), so under DDP it trains through the wrapper like any other step.
+    """
 
-def classes(vocab: dict) -> list[str]:
-    return list(vocab["classes"])
+    def __init__(self, label_smoothing: float, class_weights: torch.Tensor | None, mixup_alpha: float):
+        self.label_smoothing, self.class_weights, self.mixup_alpha = label_smoothing, class_weights, mixup_alpha
 
+    def __call__(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        labels = batch["labels"]
+        if model.training and self.mixup_alpha > 0:
+            logits, loss_sum = self.mixup(model, batch)
+        else:
+            logits = class_logits(model, batch)
+            loss_sum = self.example_losses(logits, labels).sum()
+        return loss_sum / len(labels), classifier_stats(logits, labels, loss_sum)
 
-def build_model(model: ModelConfig, vocab: dict) -> SequenceClassifier:
-    counts = torch.tensor(vocab["class_counts"], dtype=torch.float)
-    classifier = SequenceClassifier(
-        len(tokenizer_from_dict(vocab["tokenizer"])), len(counts), model.embedding_dim, model.cell,
-        model.hidden_size, model.num_layers, model.bidirectional, model.pooling, model.dropout,
-        model.embedding_dropout, model.mlp_hidden, model.attention_size, PAD_ID, vocab.get("subword_buckets", 0),
-        model.weight_drop,
-    )
-    initialize(classifier, model.init, model.recurrent_init)
-    weights = counts.sum() / (len(counts) * counts.clamp(min=1)) if model.class_weights == "balanced" else torch.ones_like(counts)
-    classifier.register_buffer("class_weights", weights, persistent=False)  # (C,) follows the model's device
-    classifier.label_smoothing = model.label_smoothing
-    classifier.mixup_alpha = model.mixup_alpha
-    return classifier
+    def mixup(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits (B, C) of the blended sentences and the summed blended loss."""
+        labels = batch["labels"]
+        lam = torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample((len(labels),)).to(labels.device)  # (B,)
+        partner = torch.randperm(len(labels), device=labels.device)
+        logits = model(batch["tokens"], batch["lengths"], batch.get("subwords"), mix=(lam, partner)).float()
+        losses = lam * self.example_losses(logits, labels) + (1 - lam) * self.example_losses(logits, labels[partner])
+        return logits, losses.sum()
 
-
-def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    labels = batch["labels"]
-    if model.training and model.mixup_alpha > 0:
-        logits, loss_sum = mixup_loss(model, batch)
-    else:
-        logits = class_logits(model, batch)
-        loss_sum = example_losses(model, logits, labels).sum()
-    stats = {
-        "loss_sum": loss_sum.detach(), "examples": torch.tensor(float(len(labels))),
-        "confusion": confusion_matrix(labels, logits.argmax(dim=-1), logits.size(1)),  # (C, C) counts
-    }
-    return loss_sum / len(labels), stats
-
-
-def mixup_loss(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Sentence mixup (Zhang et al. 2018; Guo et al. 2019 for text): each example's pooled vector is
-    blended with another example's of the same batch, lam * a + (1 - lam) * b with lam ~ Beta(alpha,
-    alpha) per example, and the loss is the same blend of the two labels' losses. Blending the pooled
-    vectors rather than the inputs sidesteps the different lengths, and the model is asked to be linear
-    between training sentences, a regulariser that costs a permutation and a blend per step. Returns the
-    logits (B, C) and the summed loss."""
-    labels = batch["labels"]
-    features = model.features(batch["tokens"], batch["lengths"], batch.get("subwords"))  # (B, H)
-    lam = torch.distributions.Beta(model.mixup_alpha, model.mixup_alpha).sample((len(labels),)).to(features)  # (B,)
-    partner = torch.randperm(len(labels), device=labels.device)
-    logits = model.head(lam[:, None] * features + (1 - lam[:, None]) * features[partner]).float()
-    losses = lam * example_losses(model, logits, labels) + (1 - lam) * example_losses(model, logits, labels[partner])
-    return logits, losses.sum()
-
-
-def example_losses(model: torch.nn.Module, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """(B,) cross-entropy of each example, with the model's class weights and label smoothing."""
-    return F.cross_entropy(logits, targets, weight=model.class_weights, label_smoothing=model.label_smoothing, reduction="none")
-
-
-def summarize(totals: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Loss, accuracy, macro-F1, per-class precision/recall (classes by id: the trainer has no names)."""
-    return {"loss": float(totals["loss_sum"] / totals["examples"]), **classification_metrics(totals["confusion"])}
+    def example_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B,) cross-entropy of each example, with the class weights and label smoothing."""
+        weights = None if self.class_weights is None else self.class_weights.to(logits.device)
+        return F.cross_entropy(logits, targets, weight=weights, label_smoothing=self.label_smoothing, reduction="none")
 
 
 def class_logits(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """(B, C), in float32 whatever the autocast dtype."""
     return model(batch["tokens"], batch["lengths"], batch.get("subwords")).float()
-
-
-def predict(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """(B, C) class probabilities."""
-    return class_logits(model, batch).softmax(dim=-1)
-
-
-@torch.no_grad()
-def log_samples(model: torch.nn.Module, vocab: dict, writer, step: int) -> None:
-    """The probe sentences' predictions as a table, to watch negation and contrast being learnt."""
-    inputs = prepare_inputs(vocab, list(PROBES))
-    batch = to_device(inputs.collate(list(inputs.splits["inputs"])), next(model.parameters()).device)
-    was_training = model.training
-    probabilities = predict(model.eval(), batch)
-    model.train(was_training)
-    names = vocab["classes"]
-    rows = [f"| {text} | {names[int(p.argmax())]} | {float(p.max()):.2f} |" for text, p in zip(PROBES, probabilities)]
-    writer.add_text("predictions", "| text | label | probability |\n|---|---|---|\n" + "\n".join(rows), step)
 
 
 class ProbabilitiesGraph(torch.nn.Module):
@@ -310,32 +317,3 @@ class ProbabilitiesGraph(torch.nn.Module):
     def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
         return self.classifier(tokens, lengths, subwords).softmax(dim=-1)
 
-
-def export_graphs(model: SequenceClassifier, vocab: dict, format: str) -> list[Graph]:
-    """Rows of lengths 5, 2 and 4, padded: tracing then records the packed path, which serves any lengths.
-    With `data.subword_buckets` the n-gram buckets are a third input (seqtrain.data.subwords computes them)."""
-    lengths = torch.tensor([5, 2, 4])
-    real = torch.arange(5)[None] < lengths[:, None]  # (B, T)
-    inputs = {"tokens": torch.randint(4, len(tokenizer_from_dict(vocab["tokenizer"])), (3, 5)) * real, "lengths": lengths}
-    axes = {"tokens": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probabilities": {0: "batch"}}
-    if vocab.get("subword_buckets", 0):
-        inputs["subwords"] = (torch.randint(1, vocab["subword_buckets"], (3, 5, 4)) * real[..., None]).int()  # as collated
-        axes["subwords"] = {0: "batch", 1: "time", 2: "ngrams"}
-    return [Graph("model", ProbabilitiesGraph(model), inputs, ["probabilities"], axes)]
-
-
-class ExportedClassifier(torch.nn.Module):
-    """An export in the place of `SequenceClassifier` for `predict`. It returns log-probabilities, so
-    that `predict`'s softmax gives the export's probabilities back."""
-
-    def __init__(self, graph):
-        super().__init__()
-        self.graph = graph
-
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
-        inputs = {"tokens": tokens, "lengths": lengths} | ({} if subwords is None else {"subwords": subwords})
-        return self.graph(**inputs)["probabilities"].log()
-
-
-def from_export(graphs: dict, state: dict) -> ExportedClassifier:
-    return ExportedClassifier(graphs["model"])

@@ -29,11 +29,11 @@ from seqtrain.models.decoding import Hypothesis, SearchOptions, decode
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.seq2seq import DECODER_CELLS, DecoderState, Seq2Seq
 from seqtrain.plots import attention_image, save_attention
-from seqtrain.recipes import Graph, Prepared, SampleOptions
+from seqtrain.recipe import Graph, Prepared, Recipe, SampleOptions
+from seqtrain.task import Stats
 from seqtrain.translation_metrics import translation_metrics, translation_stats
 
 SOURCES = ("dates", "parallel", "multi30k")
-SPLITS = ("train", "valid", "test")
 MONITORED = 4  # validation pairs kept in the vocab, decoded into TensorBoard at every validation
 
 
@@ -134,71 +134,30 @@ class Scoring:
     search: SearchOptions
 
 
-def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
-    """Without `vocab`, learn the tokenizers from the training split; with one, encode through it."""
-    unknown = set(splits) - set(SPLITS)
-    if unknown:
-        raise ConfigError(f"split={unknown.pop()} is not a split of seq2seq; valid: {', '.join(SPLITS)}")
-    pairs = {split: read_pairs(data, split) for split in splits}
-    vocab = vocab or learn_vocab(data, pairs["train"], pairs["valid"])
-    source, target = tokenizers(vocab)
-    datasets = {}
-    for split, (sources, targets) in pairs.items():
-        src, tgt = [source.encode(s) for s in sources], [target.encode(t) for t in targets]
-        if split == "train":
-            limit = data.max_len or math.inf
-            kept = [i for i in range(len(src)) if 0 < len(src[i]) <= limit and len(tgt[i]) <= limit]
-            if not kept:
-                raise DataError(f"no training pair is non-empty with at most data.max_len={data.max_len} tokens a side")
-            datasets[split] = PairDataset([src[i] for i in kept], [tgt[i] for i in kept])
-        else:
-            empty = next((i for i, s in enumerate(src) if not s), None)
-            if empty is not None:
-                raise DataError(f"the {split} split has an empty source sentence on line {empty + 1}")
-            datasets[split] = PairDataset(src, tgt, targets)
-    scoring = Scoring(target, SearchOptions(beam_size=data.beam_size))
-    return Prepared(vocab, datasets, partial(collate_pairs, bos=BOS_ID, eos=EOS_ID, pad_id=PAD_ID, scoring=scoring))
-
-
-def build_model(model: ModelConfig, vocab: dict) -> Seq2Seq:
-    source, target = tokenizers(vocab)
-    seq2seq = Seq2Seq(
-        len(source), len(target), model.cell, model.embedding_dim, model.hidden_size, model.num_layers,
-        model.attention, model.dropout, model.tie_embeddings, model.teacher_forcing, PAD_ID,
-    )
-    initialize(seq2seq, model.init, model.recurrent_init)
-    seq2seq.label_smoothing = model.label_smoothing
-    return seq2seq
-
-
-def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+class Seq2SeqLoss:
     """Teacher-forced cross-entropy with label smoothing; held-out batches are also decoded and scored.
 
     The smoothed loss, (1 - e) NLL + e * mean over the vocabulary of -log p, is F.cross_entropy's
     `label_smoothing` written out, so that the plain NLL (for loss and perplexity) comes from the
     same log-softmax.
     """
-    mask = batch["tgt_mask"]  # (B, T)
-    logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], positions=mask)  # (N, V) real target positions only
-    log_probs = logits.float().log_softmax(-1)
-    gold = batch["tgt_out"][mask]  # (N,)
-    nll = -log_probs.gather(1, gold[:, None]).sum()
-    smoothing = model.label_smoothing
-    loss_sum = (1 - smoothing) * nll - smoothing * log_probs.mean(-1).sum()
-    stats = {"nll_sum": nll.detach(), "tokens": mask.sum(), "correct": (log_probs.argmax(-1) == gold).sum()}
-    if "references" in batch:
-        scoring: Scoring = batch["scoring"]
-        hypotheses = decode(model, batch["src"], batch["src_lengths"], BOS_ID, EOS_ID, scoring.search)
-        stats |= translation_stats([scoring.tokenizer.decode(h.tokens) for h in hypotheses], batch["references"])
-    return loss_sum / len(gold), stats
 
+    def __init__(self, label_smoothing: float):
+        self.label_smoothing = label_smoothing
 
-def summarize(totals: dict[str, torch.Tensor]) -> dict[str, float]:
-    """loss (nats per target token, without smoothing), perplexity, token_accuracy (teacher-forced);
-    bleu, chrf and exact_match where the batches were decoded."""
-    loss = float(totals["nll_sum"] / totals["tokens"])
-    metrics = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": float(totals["correct"] / totals["tokens"])}
-    return metrics | (translation_metrics(totals) if "bleu" in totals else {})
+    def __call__(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mask = batch["tgt_mask"]  # (B, T)
+        logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], positions=mask)  # (N, V) real target positions only
+        log_probs = logits.float().log_softmax(-1)
+        gold = batch["tgt_out"][mask]  # (N,)
+        nll = -log_probs.gather(1, gold[:, None]).sum()
+        loss_sum = (1 - self.label_smoothing) * nll - self.label_smoothing * log_probs.mean(-1).sum()
+        stats = {"nll_sum": nll.detach(), "tokens": mask.sum(), "correct": (log_probs.argmax(-1) == gold).sum()}
+        if "references" in batch:
+            scoring: Scoring = batch["scoring"]
+            hypotheses = decode(model, batch["src"], batch["src_lengths"], BOS_ID, EOS_ID, scoring.search)
+            stats |= translation_stats([scoring.tokenizer.decode(h.tokens) for h in hypotheses], batch["references"])
+        return loss_sum / len(gold), stats
 
 
 def translate(model: Seq2Seq, source: Tokenizer, texts: list[str], search: SearchOptions,
@@ -221,38 +180,6 @@ def translate(model: Seq2Seq, source: Tokenizer, texts: list[str], search: Searc
 def pieces(tokenizer: Tokenizer, ids: list[int]) -> list[str]:
     """Each token's text, for the axes of an attention picture (a space shows as ␣)."""
     return [tokenizer.decode([i]).replace(" ", "␣") or "␣" for i in ids]
-
-
-def sample(model: Seq2Seq, vocab: dict, options: SampleOptions, write: Callable[[str], None]) -> None:
-    """One translation per input line; with --plot-attention, the --text input's alignment as a PNG."""
-    if (options.text is None) == (options.input_file is None):
-        raise ConfigError("seq2seq translates --text \"...\" or --input-file FILE (one of them)")
-    if options.plot_attention and options.text is None:
-        raise ConfigError("--plot-attention draws the alignment of one --text input")
-    texts = [options.text] if options.text is not None else read_lines(options.input_file)
-    source, target = tokenizers(vocab)
-    results = translate(model, source, texts, SearchOptions(beam_size=options.beam))
-    for _, hypothesis in results:
-        write(target.decode(hypothesis.tokens) + "\n")
-    if options.plot_attention:
-        ids, hypothesis = results[0]
-        if not hypothesis.tokens:
-            raise DataError("the translation is empty: there is no alignment to draw")
-        save_attention(hypothesis.attention, pieces(source, ids), pieces(target, hypothesis.tokens), Path(options.plot_attention))
-
-
-def log_samples(model: Seq2Seq, vocab: dict, writer, step: int) -> None:
-    """The monitored validation pairs: greedy translations as a text table, attention as images."""
-    source, target = tokenizers(vocab)
-    monitored = vocab["monitored"]
-    results = translate(model, source, [s for s, _ in monitored], SearchOptions(beam_size=1))
-    rows = ["| source | reference | translation |", "|---|---|---|"]
-    for i, ((text, reference), (ids, hypothesis)) in enumerate(zip(monitored, results)):
-        rows.append(f"| {text} | {reference} | {target.decode(hypothesis.tokens)} |")
-        if hypothesis.tokens:
-            image = attention_image(hypothesis.attention, pieces(source, ids), pieces(target, hypothesis.tokens))
-            writer.add_image(f"attention/{i}", image, step, dataformats="HWC")
-    writer.add_text("translations", "\n".join(rows), step)
 
 
 STATE = ("h", "c", "feed", "memory", "keys", "mask")  # DecoderState's fields, as an export's tensors
@@ -285,34 +212,13 @@ class DecoderGraph(torch.nn.Module):
         return logits, new.h, *(() if new.c is None else (new.c,)), new.feed, weights
 
 
-def export_graphs(model: Seq2Seq, vocab: dict, format: str) -> list[Graph]:
-    """The encoder and one decoder step, traced on rows of lengths 5, 2 and 4 (padded): the packed path."""
-    source, _ = tokenizers(vocab)
-    lengths = torch.tensor([5, 2, 4])
-    src = torch.randint(4, len(source), (3, 5)) * (torch.arange(5)[None] < lengths[:, None])  # (B, S)
-    state = model.encode(src, lengths)
-    names = [name for name in STATE if getattr(state, name) is not None]
-    batch_first = {"h": {1: "batch"}, "c": {1: "batch"}, "feed": {0: "batch"}, "memory": {0: "batch", 1: "source"},
-                   "keys": {0: "batch", 1: "source"}, "mask": {0: "batch", 1: "source"}}
-    encoder_axes = {"src": {0: "batch", 1: "source"}, "lengths": {0: "batch"}} | {n: batch_first[n] for n in names}
-    carried = [n for n in names if n in ("h", "c", "feed")]
-    outputs = ["logits", *(f"{n}_next" for n in carried), "weights"]
-    decoder_axes = {"prev": {0: "batch"}, "logits": {0: "batch"}, "weights": {0: "batch", 1: "source"}}
-    decoder_axes |= {n: batch_first[n] for n in names} | {f"{n}_next": batch_first[n] for n in carried}
-    prev = torch.full((3,), BOS_ID)
-    return [
-        Graph("encoder", EncoderGraph(model), {"src": src, "lengths": lengths}, names, encoder_axes),
-        Graph("decoder", DecoderGraph(model), {"prev": prev, **{n: getattr(state, n) for n in names}}, outputs, decoder_axes),
-    ]
-
-
 class ExportedSeq2Seq(torch.nn.Module):
     """An export's encoder and decoder step in the place of `Seq2Seq`: `encode` and `step` for the same
     greedy and beam search (seqtrain/models/decoding.py), `forward` (teacher-forced) for `step` above."""
 
-    def __init__(self, encoder, decoder, label_smoothing: float):
+    def __init__(self, encoder, decoder):
         super().__init__()
-        self.encoder, self.decoder, self.label_smoothing = encoder, decoder, label_smoothing
+        self.encoder, self.decoder = encoder, decoder
 
     def encode(self, src: torch.Tensor, lengths: torch.Tensor) -> DecoderState:
         return DecoderState(**{"c": None} | self.encoder(src=src, lengths=lengths))
@@ -334,5 +240,112 @@ class ExportedSeq2Seq(torch.nn.Module):
         return logits if positions is None else logits[positions]
 
 
-def from_export(graphs: dict, state: dict) -> ExportedSeq2Seq:
-    return ExportedSeq2Seq(graphs["encoder"], graphs["decoder"], state["config"]["model"]["label_smoothing"])
+class Seq2SeqRecipe(Recipe):
+    """Sequence to sequence with attention (many-to-many, unaligned): translate, or normalise dates to ISO."""
+
+    name = "seq2seq"
+    ModelConfig = ModelConfig
+    DataConfig = DataConfig
+    splits = ("train", "valid", "test")
+
+    def loss(self, model: ModelConfig, vocab: dict) -> Seq2SeqLoss:
+        return Seq2SeqLoss(model.label_smoothing)
+
+    def resolution(self, totals: Stats) -> dict[str, float]:
+        """One sentence of exact match, one token of teacher-forced accuracy (BLEU moves in no fixed step)."""
+        steps = {"token_accuracy": 1.0 / max(1.0, float(totals["tokens"]))}
+        if "sentences" in totals:
+            steps["exact_match"] = 1.0 / max(1.0, float(totals["sentences"]))
+        return steps
+
+    def prepare(self, data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
+        """Without `vocab`, learn the tokenizers from the training split; with one, encode through it."""
+        self.check_splits(splits)
+        pairs = {split: read_pairs(data, split) for split in splits}
+        vocab = vocab or learn_vocab(data, pairs["train"], pairs["valid"])
+        source, target = tokenizers(vocab)
+        datasets = {}
+        for split, (sources, targets) in pairs.items():
+            src, tgt = [source.encode(s) for s in sources], [target.encode(t) for t in targets]
+            if split == "train":
+                limit = data.max_len or math.inf
+                kept = [i for i in range(len(src)) if 0 < len(src[i]) <= limit and len(tgt[i]) <= limit]
+                if not kept:
+                    raise DataError(f"no training pair is non-empty with at most data.max_len={data.max_len} tokens a side")
+                datasets[split] = PairDataset([src[i] for i in kept], [tgt[i] for i in kept])
+            else:
+                empty = next((i for i, s in enumerate(src) if not s), None)
+                if empty is not None:
+                    raise DataError(f"the {split} split has an empty source sentence on line {empty + 1}")
+                datasets[split] = PairDataset(src, tgt, targets)
+        scoring = Scoring(target, SearchOptions(beam_size=data.beam_size))
+        return Prepared(vocab, datasets, partial(collate_pairs, bos=BOS_ID, eos=EOS_ID, pad_id=PAD_ID, scoring=scoring))
+
+    def build_model(self, model: ModelConfig, vocab: dict) -> Seq2Seq:
+        source, target = tokenizers(vocab)
+        seq2seq = Seq2Seq(
+            len(source), len(target), model.cell, model.embedding_dim, model.hidden_size, model.num_layers,
+            model.attention, model.dropout, model.tie_embeddings, model.teacher_forcing, PAD_ID,
+        )
+        initialize(seq2seq, model.init, model.recurrent_init)
+        return seq2seq
+
+    def summarize(self, totals: Stats) -> dict[str, float]:
+        """loss (nats per target token, without smoothing), perplexity, token_accuracy (teacher-forced);
+        bleu, chrf and exact_match where the batches were decoded."""
+        loss = float(totals["nll_sum"] / totals["tokens"])
+        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": float(totals["correct"] / totals["tokens"])}
+        return metrics | (translation_metrics(totals) if "bleu" in totals else {})
+
+    def sample(self, model: Seq2Seq, vocab: dict, options: SampleOptions, write: Callable[[str], None]) -> None:
+        """One translation per input line; with --plot-attention, the --text input's alignment as a PNG."""
+        if (options.text is None) == (options.input_file is None):
+            raise ConfigError("seq2seq translates --text \"...\" or --input-file FILE (one of them)")
+        if options.plot_attention and options.text is None:
+            raise ConfigError("--plot-attention draws the alignment of one --text input")
+        texts = [options.text] if options.text is not None else read_lines(options.input_file)
+        source, target = tokenizers(vocab)
+        results = translate(model, source, texts, SearchOptions(beam_size=options.beam))
+        for _, hypothesis in results:
+            write(target.decode(hypothesis.tokens) + "\n")
+        if options.plot_attention:
+            ids, hypothesis = results[0]
+            if not hypothesis.tokens:
+                raise DataError("the translation is empty: there is no alignment to draw")
+            save_attention(hypothesis.attention, pieces(source, ids), pieces(target, hypothesis.tokens), Path(options.plot_attention))
+
+    def log_samples(self, model: Seq2Seq, vocab: dict, writer, step: int, totals: Stats) -> None:
+        """The monitored validation pairs: greedy translations as a text table, attention as images."""
+        source, target = tokenizers(vocab)
+        monitored = vocab["monitored"]
+        results = translate(model, source, [s for s, _ in monitored], SearchOptions(beam_size=1))
+        rows = ["| source | reference | translation |", "|---|---|---|"]
+        for i, ((text, reference), (ids, hypothesis)) in enumerate(zip(monitored, results)):
+            rows.append(f"| {text} | {reference} | {target.decode(hypothesis.tokens)} |")
+            if hypothesis.tokens:
+                image = attention_image(hypothesis.attention, pieces(source, ids), pieces(target, hypothesis.tokens))
+                writer.add_image(f"attention/{i}", image, step, dataformats="HWC")
+        writer.add_text("translations", "\n".join(rows), step)
+
+    def export_graphs(self, model: Seq2Seq, vocab: dict, format: str) -> list[Graph]:
+        """The encoder and one decoder step, traced on rows of lengths 5, 2 and 4 (padded): the packed path."""
+        source, _ = tokenizers(vocab)
+        lengths = torch.tensor([5, 2, 4])
+        src = torch.randint(4, len(source), (3, 5)) * (torch.arange(5)[None] < lengths[:, None])  # (B, S)
+        state = model.encode(src, lengths)
+        names = [name for name in STATE if getattr(state, name) is not None]
+        batch_first = {"h": {1: "batch"}, "c": {1: "batch"}, "feed": {0: "batch"}, "memory": {0: "batch", 1: "source"},
+                       "keys": {0: "batch", 1: "source"}, "mask": {0: "batch", 1: "source"}}
+        encoder_axes = {"src": {0: "batch", 1: "source"}, "lengths": {0: "batch"}} | {n: batch_first[n] for n in names}
+        carried = [n for n in names if n in ("h", "c", "feed")]
+        outputs = ["logits", *(f"{n}_next" for n in carried), "weights"]
+        decoder_axes = {"prev": {0: "batch"}, "logits": {0: "batch"}, "weights": {0: "batch", 1: "source"}}
+        decoder_axes |= {n: batch_first[n] for n in names} | {f"{n}_next": batch_first[n] for n in carried}
+        prev = torch.full((3,), BOS_ID)
+        return [
+            Graph("encoder", EncoderGraph(model), {"src": src, "lengths": lengths}, names, encoder_axes),
+            Graph("decoder", DecoderGraph(model), {"prev": prev, **{n: getattr(state, n) for n in names}}, outputs, decoder_axes),
+        ]
+
+    def from_export(self, graphs: dict, state: dict) -> ExportedSeq2Seq:
+        return ExportedSeq2Seq(graphs["encoder"], graphs["decoder"])

@@ -14,21 +14,20 @@ from typing import Optional
 import torch
 from torch.nn import functional as F
 
-from seqtrain.data.audio import KaldiOptions, feature_extractor
+from seqtrain.data.audio import Fbank, KaldiOptions, feature_extractor
 from seqtrain.data.augment import shortest_before_speed_perturb
 from seqtrain.data.audio_files import AudioCollate, AudioFiles, Entry, Utterances, check_skipped, fsdd_entries, folder_entries
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.synthetic_audio import SyntheticAudio, class_names
 from seqtrain.data.tables import sort_labels
-from seqtrain.data.audio import Fbank
 from seqtrain.errors import ConfigError, DataError
-from seqtrain.metrics import classification_metrics, confusion_matrix
 from seqtrain.models.audio_classifier import FEATURES, NORMALIZATIONS, AudioClassifier, Augmentation
-from seqtrain.recipes import Graph, Prepared
+from seqtrain.recipe import Graph, Prepared
+from seqtrain.recipes.classifier import ClassifierRecipe, ExportedClassifier, classifier_stats
+from seqtrain.task import Stats
 
 SOURCES = ("synthetic", "fsdd", "folder")
 FRONTENDS = ("torch", "torchaudio")
-SPLITS = ("train", "valid", "test")
 SYNTHETIC_SEEDS = {"train": 1, "valid": 2, "test": 3}
 
 
@@ -144,86 +143,25 @@ def read_files(data: DataConfig, vocab: dict | None, splits: tuple[str, ...], ra
     return sets, classes, speakers
 
 
-def prepare(data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
-    unknown = set(splits) - set(SPLITS)
-    if unknown:
-        raise ConfigError(f"split={unknown.pop()} is not a split of speech; valid: {', '.join(SPLITS)}")
-    rate = vocab["sample_rate"] if vocab else data.sample_rate  # a trained model's front end fixes the rate ...
-    kaldi = vocab.get("kaldi", {}) if vocab else asdict(data.kaldi)  # ... and its settings (runs before them: defaults)
-    if data.source == "synthetic":
-        sizes = {"train": data.size, "valid": max(data.size // 4, data.num_classes), "test": max(data.size // 4, data.num_classes)}
-        sets = {s: SyntheticAudio(sizes[s], SYNTHETIC_SEEDS[s], data.num_classes, data.num_speakers, rate) for s in splits}
-        classes, speakers = class_names(data.num_classes), [f"speaker{i}" for i in range(data.num_speakers)]
-    else:
-        sets, classes, speakers = read_files(data, vocab, splits, rate, kaldi)
-    sets = {split: Utterances(dataset, data.cache_audio) for split, dataset in sets.items()}
-    vocab = vocab or {"classes": classes, "speakers": speakers, "sample_rate": rate, "kaldi": kaldi, "train_size": len(sets["train"])}
-    return Prepared(vocab, sets, AudioCollate(augmentation(data.augment, rate)))
+class SpeechLoss:
+    """Cross-entropy of the word; with the speaker head, plus `aux_weight` times the speaker's (multitask)."""
 
+    def __init__(self, aux_weight: float):
+        self.aux_weight = aux_weight
 
-def prepare_inputs(vocab: dict, paths: list[str]) -> Prepared:
-    """Audio files to classify (`seqtrain sample --audio` / `--input-file`), as one unlabelled split "inputs"."""
-    rate = vocab["sample_rate"]
-    files = AudioFiles([Entry(Path(p), None) for p in paths], vocab["classes"], vocab["speakers"], rate, min_samples(vocab.get("kaldi", {}), rate))
-    if files.skipped:
-        raise DataError(f"{files.skipped[0][0]}: {files.skipped[0][1]}")
-    return Prepared(vocab, {"inputs": Utterances(files)}, AudioCollate())
-
-
-def classes(vocab: dict) -> list[str]:
-    return list(vocab["classes"])
-
-
-def build_model(model: ModelConfig, vocab: dict) -> AudioClassifier:
-    aux_classes = len(vocab["speakers"]) if model.aux_head == "speaker" else 0
-    if model.aux_head == "speaker" and aux_classes < 2:
-        raise ConfigError("model.aux_head=speaker needs speaker labels: data=fsdd and data=synthetic_audio have them, folders do not")
-    return AudioClassifier(
-        vocab["sample_rate"], len(vocab["classes"]), model.features, model.num_mel_bins, model.num_ceps, model.normalize,
-        frontend=model.frontend, feature_options=KaldiOptions(**vocab.get("kaldi", {})).arguments(model.features), freeze_after=vocab["train_size"], aux_weight=model.aux_weight if aux_classes else 0.0,
-        cnn_channels=tuple(model.cnn_channels), cnn_kernel=model.cnn_kernel, cnn_pool=model.cnn_pool,
-        cnn_dropout=model.cnn_dropout, norm=model.norm, activation=model.activation, rnn_cell=model.rnn_cell,
-        rnn_hidden=model.rnn_hidden, rnn_layers=model.rnn_layers, bidirectional=model.bidirectional,
-        rnn_dropout=model.rnn_dropout, dnn_sizes=tuple(model.dnn_sizes), dnn_dropout=model.dnn_dropout,
-        pooling=model.pooling, aux_classes=aux_classes,
-    )
-
-
-def step(model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    out = model(batch["audio"], batch["lengths"], batch["augment"])  # (B, N) -> (B, C), (B, S)
-    logits, labels = out["logits"].float(), batch["labels"]
-    loss_sum = F.cross_entropy(logits, labels, reduction="sum")
-    stats = {
-        "loss_sum": loss_sum.detach(), "examples": torch.tensor(float(len(labels))),
-        "confusion": confusion_matrix(labels, logits.argmax(dim=-1), logits.size(1)),  # (C, C) counts
-    }
-    objective = loss_sum
-    if "aux_logits" in out:
-        speakers, aux = batch["speakers"], out["aux_logits"].float()
-        speaker_loss = F.cross_entropy(aux, speakers, reduction="sum")
-        objective = objective + model.aux_weight * speaker_loss
-        stats["speaker_loss_sum"] = speaker_loss.detach()
-        stats["speaker_correct"] = (aux.argmax(dim=-1) == speakers).sum().float()
-    return objective / len(labels), stats
-
-
-def summarize(totals: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Loss (the word task's), accuracy, macro-F1, per-class precision/recall; speaker accuracy with the second head."""
-    examples = totals["examples"]
-    metrics = {"loss": float(totals["loss_sum"] / examples), **classification_metrics(totals["confusion"])}
-    if "speaker_correct" in totals:
-        metrics["speaker_accuracy"] = float(totals["speaker_correct"] / examples)
-        metrics["speaker_loss"] = float(totals["speaker_loss_sum"] / examples)
-    return metrics
-
-
-def predict(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-    """(B, C) class probabilities; the generic `evaluate` and `sample` use it (the speaker head is not scored there)."""
-    return model(batch["audio"], batch["lengths"])["logits"].float().softmax(dim=-1)
-
-
-def log_samples(model: torch.nn.Module, vocab: dict, writer, step: int) -> None:
-    """Nothing beyond the validation confusion-matrix image that every classifier recipe gets."""
+    def __call__(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        out = model(batch["audio"], batch["lengths"], batch["augment"])  # (B, N) -> (B, C), (B, S)
+        logits, labels = out["logits"].float(), batch["labels"]
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum")
+        stats = classifier_stats(logits, labels, loss_sum)
+        objective = loss_sum
+        if "aux_logits" in out:
+            speakers, aux = batch["speakers"], out["aux_logits"].float()
+            speaker_loss = F.cross_entropy(aux, speakers, reduction="sum")
+            objective = objective + self.aux_weight * speaker_loss
+            stats["speaker_loss_sum"] = speaker_loss.detach()
+            stats["speaker_correct"] = (aux.argmax(dim=-1) == speakers).sum().float()
+        return objective / len(labels), stats
 
 
 class FeaturesGraph(torch.nn.Module):
@@ -270,42 +208,96 @@ class ProbabilitiesGraph(torch.nn.Module):
         return self.classify(*self.features(wave, lengths))
 
 
-def export_graphs(model: AudioClassifier, vocab: dict, format: str) -> list[Graph]:
-    """Waveform to probabilities, traced on three padded rows of 1, 0.5 and 0.75 seconds. For ONNX the
-    features are a graph of their own, exported with torch.export (the TorchScript exporter has no FFT),
-    chained in front of the rest (torch.export cannot trace the packed recurrent stack)."""
-    fbank = getattr(model.features, "fbank", model.features)
-    if not isinstance(fbank, Fbank):
-        raise ConfigError("only runs with model.frontend=torch can be exported: torchaudio's Kaldi functions take one "
-                          "utterance at a time; seqtrain's own front end computes the same features, batched")
-    if not fbank.snip_edges or getattr(fbank, "subtract_mean", False) or fbank.dither:
-        raise ConfigError("an export computes features with snip_edges=true, no subtract_mean and no dither; this run's front end differs")
-    rate = vocab["sample_rate"]
-    lengths = torch.tensor([rate, rate // 2, 3 * rate // 4])
-    wave = torch.randn(3, rate) * 0.1 * (torch.arange(rate)[None] < lengths[:, None])  # (B, N)
-    axes = {"wave": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}, "probabilities": {0: "batch"}}
-    if format != "onnx":
-        return [Graph("model", ProbabilitiesGraph(model), {"wave": wave, "lengths": lengths}, ["probabilities"], axes)]
-    features = FeaturesGraph(model.features)
-    feats, frames = features(wave, lengths)
-    axes |= {"features": {0: "batch", 1: "frames"}, "frames": {0: "batch"}}
-    return [
-        Graph("model", features, {"wave": wave, "lengths": lengths}, ["features", "frames"], axes, dynamo=True),
-        Graph("model", ClassifyGraph(model), {"features": feats, "frames": frames}, ["probabilities"], axes),
-    ]
-
-
-class ExportedClassifier(torch.nn.Module):
-    """An export in the place of `AudioClassifier` for `predict`; log-probabilities, which `predict`'s
-    softmax turns back into the export's probabilities."""
-
-    def __init__(self, graph):
-        super().__init__()
-        self.graph = graph
+class ExportedSpeechClassifier(ExportedClassifier):
+    """An export in the place of `AudioClassifier`: {"logits": log-probabilities} from waveforms and lengths."""
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor, augment=None) -> dict[str, torch.Tensor]:
-        return {"logits": self.graph(wave=wave, lengths=lengths)["probabilities"].log()}
+        return {"logits": super().forward(wave, lengths)}
 
 
-def from_export(graphs: dict, state: dict) -> ExportedClassifier:
-    return ExportedClassifier(graphs["model"])
+class Speech(ClassifierRecipe):
+    """Spoken-word classifier (many-to-one over audio): a CRDNN on filterbank features; FSDD digits or a folder per class."""
+
+    name = "speech"
+    ModelConfig = ModelConfig
+    DataConfig = DataConfig
+    splits = ("train", "valid", "test")
+
+    def loss(self, model: ModelConfig, vocab: dict) -> SpeechLoss:
+        return SpeechLoss(model.aux_weight if model.aux_head == "speaker" else 0.0)
+
+    def logits(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        """The word head's (B, C) logits (the speaker head is not scored by `evaluate` or `sample`)."""
+        return model(batch["audio"], batch["lengths"])["logits"].float()
+
+    def summarize(self, totals: Stats) -> dict[str, float]:
+        """Loss (the word task's), accuracy, macro-F1, per-class precision/recall; speaker accuracy with the second head."""
+        metrics = super().summarize(totals)
+        if "speaker_correct" in totals:
+            metrics["speaker_accuracy"] = float(totals["speaker_correct"] / totals["examples"])
+            metrics["speaker_loss"] = float(totals["speaker_loss_sum"] / totals["examples"])
+        return metrics
+
+    def from_export(self, graphs: dict, state: dict) -> torch.nn.Module:
+        return ExportedSpeechClassifier(graphs["model"])
+
+    def prepare(self, data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
+        self.check_splits(splits)
+        rate = vocab["sample_rate"] if vocab else data.sample_rate  # a trained model's front end fixes the rate ...
+        kaldi = vocab.get("kaldi", {}) if vocab else asdict(data.kaldi)  # ... and its settings (runs before them: defaults)
+        if data.source == "synthetic":
+            sizes = {"train": data.size, "valid": max(data.size // 4, data.num_classes), "test": max(data.size // 4, data.num_classes)}
+            sets = {s: SyntheticAudio(sizes[s], SYNTHETIC_SEEDS[s], data.num_classes, data.num_speakers, rate) for s in splits}
+            classes, speakers = class_names(data.num_classes), [f"speaker{i}" for i in range(data.num_speakers)]
+        else:
+            sets, classes, speakers = read_files(data, vocab, splits, rate, kaldi)
+        sets = {split: Utterances(dataset, data.cache_audio) for split, dataset in sets.items()}
+        vocab = vocab or {"classes": classes, "speakers": speakers, "sample_rate": rate, "kaldi": kaldi, "train_size": len(sets["train"])}
+        return Prepared(vocab, sets, AudioCollate(augmentation(data.augment, rate)))
+
+    def prepare_inputs(self, vocab: dict, paths: list[str]) -> Prepared:
+        """Audio files to classify (`seqtrain sample --audio` / `--input-file`), as one unlabelled split "inputs"."""
+        rate = vocab["sample_rate"]
+        files = AudioFiles([Entry(Path(p), None) for p in paths], vocab["classes"], vocab["speakers"], rate, min_samples(vocab.get("kaldi", {}), rate))
+        if files.skipped:
+            raise DataError(f"{files.skipped[0][0]}: {files.skipped[0][1]}")
+        return Prepared(vocab, {"inputs": Utterances(files)}, AudioCollate())
+
+    def build_model(self, model: ModelConfig, vocab: dict) -> AudioClassifier:
+        aux_classes = len(vocab["speakers"]) if model.aux_head == "speaker" else 0
+        if model.aux_head == "speaker" and aux_classes < 2:
+            raise ConfigError("model.aux_head=speaker needs speaker labels: data=fsdd and data=synthetic_audio have them, folders do not")
+        return AudioClassifier(
+            vocab["sample_rate"], len(vocab["classes"]), model.features, model.num_mel_bins, model.num_ceps, model.normalize,
+            frontend=model.frontend, feature_options=KaldiOptions(**vocab.get("kaldi", {})).arguments(model.features),
+        freeze_after=vocab["train_size"],
+            cnn_channels=tuple(model.cnn_channels), cnn_kernel=model.cnn_kernel, cnn_pool=model.cnn_pool,
+            cnn_dropout=model.cnn_dropout, norm=model.norm, activation=model.activation, rnn_cell=model.rnn_cell,
+            rnn_hidden=model.rnn_hidden, rnn_layers=model.rnn_layers, bidirectional=model.bidirectional,
+            rnn_dropout=model.rnn_dropout, dnn_sizes=tuple(model.dnn_sizes), dnn_dropout=model.dnn_dropout,
+            pooling=model.pooling, aux_classes=aux_classes,
+        )
+
+    def export_graphs(self, model: AudioClassifier, vocab: dict, format: str) -> list[Graph]:
+        """Waveform to probabilities, traced on three padded rows of 1, 0.5 and 0.75 seconds. For ONNX the
+        features are a graph of their own, exported with torch.export (the TorchScript exporter has no FFT),
+        chained in front of the rest (torch.export cannot trace the packed recurrent stack)."""
+        fbank = getattr(model.features, "fbank", model.features)
+        if not isinstance(fbank, Fbank):
+            raise ConfigError("only runs with model.frontend=torch can be exported: torchaudio's Kaldi functions take one "
+                              "utterance at a time; seqtrain's own front end computes the same features, batched")
+        if not fbank.snip_edges or getattr(fbank, "subtract_mean", False) or fbank.dither:
+            raise ConfigError("an export computes features with snip_edges=true, no subtract_mean and no dither; this run's front end differs")
+        rate = vocab["sample_rate"]
+        lengths = torch.tensor([rate, rate // 2, 3 * rate // 4])
+        wave = torch.randn(3, rate) * 0.1 * (torch.arange(rate)[None] < lengths[:, None])  # (B, N)
+        axes = {"wave": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}, "probabilities": {0: "batch"}}
+        if format != "onnx":
+            return [Graph("model", ProbabilitiesGraph(model), {"wave": wave, "lengths": lengths}, ["probabilities"], axes)]
+        features = FeaturesGraph(model.features)
+        feats, frames = features(wave, lengths)
+        axes |= {"features": {0: "batch", 1: "frames"}, "frames": {0: "batch"}}
+        return [
+            Graph("model", features, {"wave": wave, "lengths": lengths}, ["features", "frames"], axes, dynamo=True),
+            Graph("model", ClassifyGraph(model), {"features": feats, "frames": frames}, ["probabilities"], axes),
+        ]
