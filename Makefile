@@ -7,7 +7,7 @@ STAMP := $(shell date +%Y%m%d-%H%M%S)
 
 PARITY := .venv-parity
 
-.PHONY: install run test parity clean
+.PHONY: install run test lint parity clean
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,12 @@ run: install
 
 test: install
 	$(BIN)/python -m pytest
+
+# ruff (lint and format) over the tree, mypy over the trainer, configs and the recipe contract (pyproject.toml).
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The low end of the torch range with live torchaudio: its Linux wheels are CUDA builds of several GB
 # (they run on the CPU), so this venv is built only when missing and CI never runs it. Prints the

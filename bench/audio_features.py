@@ -3,8 +3,8 @@
     python bench/audio_features.py [--root ../shared/data/fsdd] [--utterances 600]
 
 Throughput is seconds of audio turned into 40-bin log-mel filterbanks per second of compute: seqtrain's
-`Fbank` on padded, duration-bucketed batches of 32, the same one utterance at a time, and torchaudio's Kaldi `fbank` (one
-utterance at a time, its only mode) where torchaudio imports. Padding efficiency is real samples over
+`Fbank` on padded, duration-bucketed batches of 32, the same one utterance at a time, and torchaudio's Kaldi
+`fbank` (one utterance at a time, its only mode) where torchaudio imports. Padding efficiency is real samples over
 padded samples for one epoch of the training set's batches: seqtrain's duration bucketing against
 random batches of the same size, and against a budget of padded seconds per batch. Uses FSDD's
 training recordings when the shared copy is there, else the embedded synthetic set. Prints one JSON line.
@@ -38,7 +38,9 @@ def corpus(root: str | None, count: int) -> tuple[str, int, list[int], list[torc
     return "synthetic", 16000, data.lengths, [data[i]["audio"] for i in range(min(count, len(data)))]
 
 
-def seconds_per_second(extract, waves: list[torch.Tensor], rate: int, trials: int = 5, min_seconds: float = 0.5) -> float:
+def seconds_per_second(
+    extract, waves: list[torch.Tensor], rate: int, trials: int = 5, min_seconds: float = 0.5
+) -> float:
     """The best of `trials` rates, each over repeated passes lasting at least `min_seconds`: the best
     trial is the one least disturbed by other work on a shared CPU."""
     extract()  # warm up
@@ -80,24 +82,39 @@ def main() -> None:
         from torchaudio.compliance.kaldi import fbank as kaldi_fbank
 
         options = dict(num_mel_bins=40, sample_frequency=rate, dither=0.0, energy_floor=0.0)
-        figures["torchaudio_kaldi"] = seconds_per_second(lambda: [kaldi_fbank(w[None], **options) for w in waves], waves, rate)
+        figures["torchaudio_kaldi"] = seconds_per_second(
+            lambda: [kaldi_fbank(w[None], **options) for w in waves], waves, rate
+        )
     except ImportError:
         figures["torchaudio_kaldi"] = None
     all_lengths = torch.tensor(lengths)
-    random_batches = BucketBatchSampler(lengths, args.batch, shuffle=True, seed=0, pool_batches=1)  # sorting inside a batch changes nothing
+    random_batches = BucketBatchSampler(
+        lengths, args.batch, shuffle=True, seed=0, pool_batches=1
+    )  # sorting inside a batch changes nothing
     bucketed = BucketBatchSampler(lengths, args.batch, shuffle=True, seed=0)
-    budget = BucketBatchSampler(lengths, max_tokens=round(args.batch * all_lengths.float().mean().item()), shuffle=True, seed=0)
-    print(json.dumps({
-        "benchmark": "audio_features", "data": name, "sample_rate": rate, "utterances": len(waves),
-        "audio_seconds": round(sum(len(w) for w in waves) / rate, 1),
-        "fbank_audio_s_per_s": {k: None if v is None else round(v, 1) for k, v in figures.items()},
-        "padding_efficiency": {
-            "random": round(padding_efficiency(random_batches, all_lengths), 4),
-            "bucketed": round(padding_efficiency(bucketed, all_lengths), 4),
-            "bucketed_seconds_budget": round(padding_efficiency(budget, all_lengths), 4),
-        },
-        "batch": args.batch, "device": "cpu", "torch_threads": torch.get_num_threads(),
-    }))
+    budget = BucketBatchSampler(
+        lengths, max_tokens=round(args.batch * all_lengths.float().mean().item()), shuffle=True, seed=0
+    )
+    print(
+        json.dumps(
+            {
+                "benchmark": "audio_features",
+                "data": name,
+                "sample_rate": rate,
+                "utterances": len(waves),
+                "audio_seconds": round(sum(len(w) for w in waves) / rate, 1),
+                "fbank_audio_s_per_s": {k: None if v is None else round(v, 1) for k, v in figures.items()},
+                "padding_efficiency": {
+                    "random": round(padding_efficiency(random_batches, all_lengths), 4),
+                    "bucketed": round(padding_efficiency(bucketed, all_lengths), 4),
+                    "bucketed_seconds_budget": round(padding_efficiency(budget, all_lengths), 4),
+                },
+                "batch": args.batch,
+                "device": "cpu",
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -52,14 +52,24 @@ def main() -> None:
 
     agree = sum(a[0].tokens == b[0].tokens for a, b in zip(alone, batched)) / len(sources)
     target_tokens = sum(len(n[0].tokens) for n in batched)
-    print(json.dumps({
-        "bench": "beam_speed", "sentences": args.sentences, "beam": args.beam, "batch_size": args.batch_size,
-        "vocab": args.vocab, "decoder_hidden": 2 * args.hidden, "threads": args.threads,
-        "mean_target_tokens": round(target_tokens / len(sources), 1),
-        "batched_sentences_per_s": round(len(sources) / batched_s, 1),
-        "one_at_a_time_sentences_per_s": round(len(sources) / alone_s, 1),
-        "speedup": round(alone_s / batched_s, 2), "same_best_hypotheses": agree,
-    }))
+    print(
+        json.dumps(
+            {
+                "bench": "beam_speed",
+                "sentences": args.sentences,
+                "beam": args.beam,
+                "batch_size": args.batch_size,
+                "vocab": args.vocab,
+                "decoder_hidden": 2 * args.hidden,
+                "threads": args.threads,
+                "mean_target_tokens": round(target_tokens / len(sources), 1),
+                "batched_sentences_per_s": round(len(sources) / batched_s, 1),
+                "one_at_a_time_sentences_per_s": round(len(sources) / alone_s, 1),
+                "speedup": round(alone_s / batched_s, 2),
+                "same_best_hypotheses": agree,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

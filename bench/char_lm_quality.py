@@ -30,9 +30,16 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="more overrides, to run other settings beside the defaults")
     args = p.parse_args()
 
-    run = common.fit("char_lm", [
-        "data=text", f"data.path={args.data}", f"trainer.max_time={args.minutes * 60:g}", *args.overrides,
-    ], args.run_dir)
+    run = common.fit(
+        "char_lm",
+        [
+            "data=text",
+            f"data.path={args.data}",
+            f"trainer.max_time={args.minutes * 60:g}",
+            *args.overrides,
+        ],
+        args.run_dir,
+    )
     scored = runs.evaluate([run.run_dir], [])
     scored_in_64 = runs.evaluate([run.run_dir], ["data.eval_seq_len=64"])
     validations = common.records(run.run_dir, "valid")
@@ -43,15 +50,27 @@ def main() -> None:
         before = [loss for t, loss in valid if t <= seconds]
         return round(before[-1], 4) if before else None
 
-    print(json.dumps({
-        "benchmark": "char_lm_quality", "val_loss": round(scored["loss"], 4), "bpc": round(scored["bpc"], 4),
-        "val_loss_in_64_char_windows": round(scored_in_64["loss"], 4),
-        "last_periodic_val_loss": round(run.final["loss"], 4),
-        "val_loss_99s": loss_at(99), "val_loss_300s": loss_at(300), "best_periodic_val_loss": round(min(l for _, l in valid), 4),
-        "steps": validations[-1]["step"], "minutes": args.minutes, "wall_minutes": round(run.seconds / 60, 2),
-        "tokens_per_s": round(sum(r["tokens_per_s"] for r in train) / max(1, len(train))),
-        "command": run.command, "run_dir": str(run.run_dir), "torch_threads": torch.get_num_threads(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "char_lm_quality",
+                "val_loss": round(scored["loss"], 4),
+                "bpc": round(scored["bpc"], 4),
+                "val_loss_in_64_char_windows": round(scored_in_64["loss"], 4),
+                "last_periodic_val_loss": round(run.final["loss"], 4),
+                "val_loss_99s": loss_at(99),
+                "val_loss_300s": loss_at(300),
+                "best_periodic_val_loss": round(min(loss for _, loss in valid), 4),
+                "steps": validations[-1]["step"],
+                "minutes": args.minutes,
+                "wall_minutes": round(run.seconds / 60, 2),
+                "tokens_per_s": round(sum(r["tokens_per_s"] for r in train) / max(1, len(train))),
+                "command": run.command,
+                "run_dir": str(run.run_dir),
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -83,8 +83,9 @@ def char_lm_setup(steps: int):
 
 def seq2seq_setup(steps: int):
     torch.manual_seed(0)
-    model = Seq2Seq(VOCAB, VOCAB, cell="gru", embedding_dim=256, hidden_size=256, num_layers=2,
-                    attention="additive", dropout=0.3)
+    model = Seq2Seq(
+        VOCAB, VOCAB, cell="gru", embedding_dim=256, hidden_size=256, num_layers=2, attention="additive", dropout=0.3
+    )
     data = batches(steps, 64, torch.Generator().manual_seed(1))
 
     def loss_fn(m, batch):
@@ -108,7 +109,8 @@ def compare(setup, steps: int, rounds: int) -> dict:
         ours.append(steps_per_s(model, ours_opt, data, loss_fn))
     return {
         "ratio": round(statistics.median(ours) / statistics.median(base), 3),
-        "seqtrain_steps_per_s": round(statistics.median(ours), 3), "torch_steps_per_s": round(statistics.median(base), 3),
+        "seqtrain_steps_per_s": round(statistics.median(ours), 3),
+        "torch_steps_per_s": round(statistics.median(base), 3),
         "each_round": [round(o / b, 3) for o, b in zip(ours, base)],
     }
 
@@ -120,12 +122,21 @@ def main() -> None:
     args = p.parse_args()
     torch_mask = mask_seconds(lambda x: F.dropout(x, 0.35, True))
     our_mask = mask_seconds(lambda x: dropout(x, 0.35))
-    print(json.dumps({
-        "benchmark": "dropout_speed", "threads": torch.get_num_threads(),
-        "mask": {"ratio": round(torch_mask / our_mask, 3), "seqtrain_ms": round(our_mask * 1e3, 3), "torch_ms": round(torch_mask * 1e3, 3)},
-        "char_lm": compare(char_lm_setup, args.steps * 4, args.rounds),
-        "seq2seq": compare(seq2seq_setup, args.steps // 2, args.rounds),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "dropout_speed",
+                "threads": torch.get_num_threads(),
+                "mask": {
+                    "ratio": round(torch_mask / our_mask, 3),
+                    "seqtrain_ms": round(our_mask * 1e3, 3),
+                    "torch_ms": round(torch_mask * 1e3, 3),
+                },
+                "char_lm": compare(char_lm_setup, args.steps * 4, args.rounds),
+                "seq2seq": compare(seq2seq_setup, args.steps // 2, args.rounds),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -37,8 +37,11 @@ def main() -> None:
         run = common.fit(recipe, [])
         metric, valid = RESULT[recipe], common.records(run.run_dir, "valid")
         figures[recipe] = {
-            metric: round(run.final[metric], 4), "steps": valid[-1]["step"], "wall_s": round(run.seconds, 1),
-            "s_to_final_value": reached(valid, metric, run.final[metric], run.started), "command": run.command,
+            metric: round(run.final[metric], 4),
+            "steps": valid[-1]["step"],
+            "wall_s": round(run.seconds, 1),
+            "s_to_final_value": reached(valid, metric, run.final[metric], run.started),
+            "command": run.command,
         }
     print(json.dumps({"benchmark": "embedded_defaults", **figures, "torch_threads": torch.get_num_threads()}))
 

@@ -24,13 +24,13 @@ import torch
 from typer.testing import CliRunner
 
 from seqtrain import ensembles, exported
-from seqtrain.rundir import load_model
 from seqtrain.cli import app
 from seqtrain.config import load_run_config
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.text import CharVocab
 from seqtrain.models.decoding import SearchOptions
 from seqtrain.recipes import char_lm, seq2seq
+from seqtrain.rundir import load_model
 
 QUICK = ["model.hidden_size=32", "model.embedding_dim=16"]
 
@@ -38,7 +38,17 @@ QUICK = ["model.hidden_size=32", "model.embedding_dim=16"]
 def fit_and_export(root: Path, recipe: str, overrides: list[str]) -> Path:
     runner = CliRunner()
     run_dir = root / recipe
-    result = runner.invoke(app, ["fit", f"recipe={recipe}", f"run_dir={run_dir}", "trainer.max_time=null", "trainer.max_epochs=null", *overrides])
+    result = runner.invoke(
+        app,
+        [
+            "fit",
+            f"recipe={recipe}",
+            f"run_dir={run_dir}",
+            "trainer.max_time=null",
+            "trainer.max_epochs=null",
+            *overrides,
+        ],
+    )
     assert result.exit_code == 0, result.output
     for format in ("onnx", "torchscript"):
         result = runner.invoke(app, ["export", str(run_dir), "--format", format, "--out", str(run_dir / format)])
@@ -62,8 +72,11 @@ def workload(recipe: str, run_dir: Path, args: argparse.Namespace):
     module = load_model(run_dir)[0]
     prepared = module.prepare(cfg.data, state["vocab"], (split,))
     dataset = prepared.splits[split]
-    return ("sentences/s" if recipe == "sentiment" else "utterances/s"), len(dataset), \
-        lambda m: ensembles.class_probabilities(module, m, dataset, prepared.collate, BatchingConfig(batch_size=64))
+    return (
+        ("sentences/s" if recipe == "sentiment" else "utterances/s"),
+        len(dataset),
+        lambda m: ensembles.class_probabilities(module, m, dataset, prepared.collate, BatchingConfig(batch_size=64)),
+    )
 
 
 def best_rate(work, model, count: int, rounds: int) -> float:
@@ -95,9 +108,26 @@ def main() -> None:
     steps = ["trainer.max_steps=3", "trainer.val_every_steps=3", "trainer.val_max_batches=1"]
     setups = {
         "char_lm": [*steps, *(QUICK + ["data.max_chars=200000"] if args.quick else [])],
-        "sentiment": [*steps, *(QUICK + ["data.n_train=500", "data.n_valid=200"] if args.quick else ["data=sst2", f"data.root={args.sst2}"])],
-        "speech": [*steps, *(["data.size=64", "model.rnn_hidden=32", "model.rnn_layers=1"] if args.quick else ["data=fsdd", f"data.root={args.fsdd}"])],
-        "seq2seq": [*steps, *(QUICK + ["data.n_train=500", "data.n_valid=50", "data.n_test=50"] if args.quick else ["data.n_valid=50"])],
+        "sentiment": [
+            *steps,
+            *(
+                QUICK + ["data.n_train=500", "data.n_valid=200"]
+                if args.quick
+                else ["data=sst2", f"data.root={args.sst2}"]
+            ),
+        ],
+        "speech": [
+            *steps,
+            *(
+                ["data.size=64", "model.rnn_hidden=32", "model.rnn_layers=1"]
+                if args.quick
+                else ["data=fsdd", f"data.root={args.fsdd}"]
+            ),
+        ],
+        "seq2seq": [
+            *steps,
+            *(QUICK + ["data.n_train=500", "data.n_valid=50", "data.n_test=50"] if args.quick else ["data.n_valid=50"]),
+        ],
     }
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="export_speed-") as tmp:
@@ -110,8 +140,15 @@ def main() -> None:
                 for format in ("onnx", "torchscript"):
                     figures[format] = best_rate(work, exported.load_model(run_dir / format)[1], count, args.rounds)
                 figures |= {f"{f}_ratio": figures[f] / figures["pytorch"] for f in ("onnx", "torchscript")}
-                print(f"{threads} thread(s) {recipe:9s} {unit:13s} " + "  ".join(f"{k} {v:,.2f}" for k, v in figures.items()), flush=True)
-                results.setdefault(f"threads_{threads}", {})[recipe] = {"unit": unit, **{k: round(v, 3) for k, v in figures.items()}}
+                print(
+                    f"{threads} thread(s) {recipe:9s} {unit:13s} "
+                    + "  ".join(f"{k} {v:,.2f}" for k, v in figures.items()),
+                    flush=True,
+                )
+                results.setdefault(f"threads_{threads}", {})[recipe] = {
+                    "unit": unit,
+                    **{k: round(v, 3) for k, v in figures.items()},
+                }
     print(json.dumps({"benchmark": "export_speed", "quick": args.quick, "chars": args.chars, "beam": 5, **results}))
 
 

@@ -33,16 +33,31 @@ TIMEOUT = 300
 def fit_args(corpus: Path, run_dir: Path, steps: int, hidden: int) -> list[str]:
     """A small LSTM with dropout (so RNG state matters) that checkpoints every step."""
     return [
-        "fit", "recipe=char_lm", "data=text", f"data.path={corpus}", "data.seq_len=32", "data.batch_size=16",
-        f"model.hidden_size={hidden}", "model.num_layers=1", "model.embedding_dim=16", "model.dropout=0.1",
-        "trainer.max_time=null", f"trainer.max_steps={steps}", "trainer.val_every_steps=25", "trainer.val_max_batches=4",
-        "trainer.log_every_steps=10", "trainer.checkpoint_every_steps=1", f"run_dir={run_dir}",
+        "fit",
+        "recipe=char_lm",
+        "data=text",
+        f"data.path={corpus}",
+        "data.seq_len=32",
+        "data.batch_size=16",
+        f"model.hidden_size={hidden}",
+        "model.num_layers=1",
+        "model.embedding_dim=16",
+        "model.dropout=0.1",
+        "trainer.max_time=null",
+        f"trainer.max_steps={steps}",
+        "trainer.val_every_steps=25",
+        "trainer.val_max_batches=4",
+        "trainer.log_every_steps=10",
+        "trainer.checkpoint_every_steps=1",
+        f"run_dir={run_dir}",
     ]
 
 
 def start(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "seqtrain", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-m", "seqtrain", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
@@ -50,7 +65,7 @@ def finish(proc: subprocess.Popen) -> tuple[int, str]:
         _, err = proc.communicate(timeout=TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise RuntimeError(f"a run hung for {TIMEOUT}s")
+        raise RuntimeError(f"a run hung for {TIMEOUT}s") from None
     return proc.returncode, err
 
 
@@ -75,7 +90,11 @@ def check_checkpoints(ckpt_dir: Path) -> int:
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     """The model's tensors (its state dict may also hold plain data, such as a stateful LM's `_extra_state`)."""
-    return {k: v for k, v in checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"].items() if isinstance(v, torch.Tensor)}
+    return {
+        k: v
+        for k, v in checkpoint.load(run_dir / "checkpoints" / "last.pt")["model"].items()
+        if isinstance(v, torch.Tensor)
+    }
 
 
 def logged(run_dir: Path) -> tuple[list[tuple[str, int]], list[float]]:
@@ -96,8 +115,13 @@ def interrupted_run(corpus: Path, run_dir: Path, steps: int, hidden: int, kills:
         proc.send_signal(sig)
         code, err = finish(proc)
         lines = err.strip().splitlines()
-        event = {"signal": signal.Signals(sig).name, "exit": code, "message": lines[-1] if lines else "",
-                 "step": checkpoint.load(last)["trainer"]["step"], "mid_write": check_checkpoints(last.parent) > 0}
+        event = {
+            "signal": signal.Signals(sig).name,
+            "exit": code,
+            "message": lines[-1] if lines else "",
+            "step": checkpoint.load(last)["trainer"]["step"],
+            "mid_write": check_checkpoints(last.parent) > 0,
+        }
         events.append(event)
         since = last.stat().st_mtime_ns
         proc = start(["fit", "recipe=char_lm", f"trainer.resume={run_dir}"])
@@ -117,8 +141,12 @@ def trials(workdir: Path, corpus: Path, steps: int, kills: int, seed: int, max_d
     events = interrupted_run(corpus, run_dir, steps, hidden, plan)
     expected, got = weights(reference), weights(run_dir)
     return {
-        "kills": len(events), "sigkill": sum(e["signal"] == "SIGKILL" for e in events), "sigterm": sum(e["signal"] == "SIGTERM" for e in events),
-        "mid_write": sum(e["mid_write"] for e in events), "steps": steps, "events": events,
+        "kills": len(events),
+        "sigkill": sum(e["signal"] == "SIGKILL" for e in events),
+        "sigterm": sum(e["signal"] == "SIGTERM" for e in events),
+        "mid_write": sum(e["mid_write"] for e in events),
+        "steps": steps,
+        "events": events,
         "weights_equal": expected.keys() == got.keys() and all(torch.equal(expected[k], got[k]) for k in expected),
         "temp_files_left": check_checkpoints(run_dir / "checkpoints"),
         "log_equal": logged(reference) == logged(run_dir),  # no step logged twice, none missing
@@ -129,7 +157,9 @@ def corpus_file(directory: Path) -> Path:
     rng = random.Random(0)
     words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "big", "red", "ball"]
     path = directory / "corpus.txt"
-    path.write_text("\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(4, 10))) + "." for _ in range(1000)) + "\n")
+    path.write_text(
+        "\n".join(" ".join(rng.choice(words) for _ in range(rng.randint(4, 10))) + "." for _ in range(1000)) + "\n"
+    )
     return path
 
 
@@ -139,10 +169,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--hidden", type=int, default=256, help="LSTM size: larger checkpoints take longer to write")
-    parser.add_argument("--max-delay", type=float, default=0.5, help="seconds after a fresh checkpoint before the kill, at most")
+    parser.add_argument(
+        "--max-delay", type=float, default=0.5, help="seconds after a fresh checkpoint before the kill, at most"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        result = trials(Path(tmp), corpus_file(Path(tmp)), args.steps, args.kills, args.seed, args.max_delay, args.hidden)
+        result = trials(
+            Path(tmp), corpus_file(Path(tmp)), args.steps, args.kills, args.seed, args.max_delay, args.hidden
+        )
     for event in result.pop("events"):
         print(json.dumps(event), file=sys.stderr)
     print(json.dumps({"benchmark": "fault_trials", **result}))

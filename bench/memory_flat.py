@@ -24,13 +24,29 @@ from bench.fault_trials import corpus_file
 
 def peak_rss_mb(corpus: Path, run_dir: Path, steps: int) -> float:
     args = [
-        "fit", "recipe=char_lm", "data=text", f"data.path={corpus}", "data.seq_len=64", "data.batch_size=32",
-        "model.hidden_size=128", "model.num_layers=1", "trainer.max_time=null", "trainer.max_epochs=null",
-        f"trainer.max_steps={steps}", "trainer.val_every_steps=500", "trainer.val_max_batches=10",
-        "trainer.log_every_steps=50", "trainer.checkpoint_every_steps=1000", f"run_dir={run_dir}",
+        "fit",
+        "recipe=char_lm",
+        "data=text",
+        f"data.path={corpus}",
+        "data.seq_len=64",
+        "data.batch_size=32",
+        "model.hidden_size=128",
+        "model.num_layers=1",
+        "trainer.max_time=null",
+        "trainer.max_epochs=null",
+        f"trainer.max_steps={steps}",
+        "trainer.val_every_steps=500",
+        "trainer.val_max_batches=10",
+        "trainer.log_every_steps=50",
+        "trainer.checkpoint_every_steps=1000",
+        f"run_dir={run_dir}",
     ]
-    proc = subprocess.Popen([sys.executable, "-m", "seqtrain", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqtrain", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"the {steps}-step run failed")
@@ -44,10 +60,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = corpus_file(Path(tmp))
         short, long = (peak_rss_mb(corpus, Path(tmp) / f"run{steps}", steps) for steps in args.steps)
-    print(json.dumps({
-        "benchmark": "memory_flat", f"peak_rss_mb_step_{args.steps[0]}": round(short, 1),
-        f"peak_rss_mb_step_{args.steps[1]}": round(long, 1), "growth_mb": round(long - short, 1),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "memory_flat",
+                f"peak_rss_mb_step_{args.steps[0]}": round(short, 1),
+                f"peak_rss_mb_step_{args.steps[1]}": round(long, 1),
+                "growth_mb": round(long - short, 1),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

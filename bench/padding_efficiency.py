@@ -60,14 +60,24 @@ def main() -> None:
     bucketed, bucketed_s = epoch(prepared, cfg.model, args.batch, args.pool_batches)
     shuffled, shuffled_s = epoch(prepared, cfg.model, args.batch, 1)
     m = cfg.model
-    print(json.dumps({
-        "benchmark": "padding_efficiency", "bucketing": round(bucketed, 4), "random": round(shuffled, 4),
-        "epoch_time_ratio": round(bucketed_s / shuffled_s, 3), "epoch_seconds_bucketing": round(bucketed_s, 1),
-        "epoch_seconds_random": round(shuffled_s, 1), "examples": len(prepared.splits["train"]), "batch_size": args.batch,
-        "pool_batches": args.pool_batches,
-        "model": f"emb {m.embedding_dim}, {m.num_layers}x{m.hidden_size} {'bi' if m.bidirectional else ''}{m.cell}, {m.pooling} pooling",
-        "torch_threads": torch.get_num_threads(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "padding_efficiency",
+                "bucketing": round(bucketed, 4),
+                "random": round(shuffled, 4),
+                "epoch_time_ratio": round(bucketed_s / shuffled_s, 3),
+                "epoch_seconds_bucketing": round(bucketed_s, 1),
+                "epoch_seconds_random": round(shuffled_s, 1),
+                "examples": len(prepared.splits["train"]),
+                "batch_size": args.batch,
+                "pool_batches": args.pool_batches,
+                "model": f"emb {m.embedding_dim}, {m.num_layers}x{m.hidden_size} "
+                "{'bi' if m.bidirectional else ''}{m.cell}, {m.pooling} pooling",
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

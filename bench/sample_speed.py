@@ -24,10 +24,10 @@ from pathlib import Path
 import torch
 
 from bench.common import char_lm_data
-from seqtrain.rundir import load_model
 from seqtrain.data.text import CharVocab
 from seqtrain.models.language_model import RecurrentLM
 from seqtrain.recipes import char_lm
+from seqtrain.rundir import load_model
 
 
 def chars_per_second(model, vocab: CharVocab, n: int) -> float:
@@ -57,17 +57,38 @@ def main() -> None:
 
     run_dir = tempfile.mkdtemp(prefix="sample_speed-") + "/run"
     subprocess.run(
-        [sys.executable, "-m", "seqtrain", "fit", "recipe=char_lm", *char_lm_data(args.data), "model.hidden_size=512",
-         "model.num_layers=2", "data.batch_size=32", "trainer.max_steps=30", "trainer.max_time=null",
-         "trainer.val_max_batches=2", f"run_dir={run_dir}"],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "seqtrain",
+            "fit",
+            "recipe=char_lm",
+            *char_lm_data(args.data),
+            "model.hidden_size=512",
+            "model.num_layers=2",
+            "data.batch_size=32",
+            "trainer.max_steps=30",
+            "trainer.max_time=null",
+            "trainer.val_max_batches=2",
+            f"run_dir={run_dir}",
+        ],
+        check=True,
+        capture_output=True,
     )
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    print(json.dumps({
-        "benchmark": "sample_speed", "chars_per_s": round(off), "chars_per_s_onednn_on": round(on),
-        "chars": args.chars, "model": "2x512 lstm" if not args.run else args.run,
-        "peak_training_rss_mb": round(peak_mb), "training_batch": "32x128",
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "sample_speed",
+                "chars_per_s": round(off),
+                "chars_per_s_onednn_on": round(on),
+                "chars": args.chars,
+                "model": "2x512 lstm" if not args.run else args.run,
+                "peak_training_rss_mb": round(peak_mb),
+                "training_batch": "32x128",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

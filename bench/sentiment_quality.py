@@ -47,14 +47,25 @@ def main() -> None:
     ensemble = report.get("ensemble", report)
     dirs = [member.path for member in RunDir(run.run_dir).members()]
     last_valid = [common.records(d, "valid")[-1] for d in dirs]
-    print(json.dumps({
-        "benchmark": "sentiment_quality", "accuracy": round(ensemble["accuracy"], 4), "macro_f1": round(ensemble["macro_f1"], 4),
-        "members": len(members), "member_accuracy": [round(m["accuracy"], 4) for m in members],
-        "member_last_valid_accuracy": [round(r["accuracy"], 4) for r in last_valid],
-        "member_epochs": [r["epoch"] for r in last_valid], "member_steps": [r["step"] for r in last_valid],
-        "minutes": args.minutes, "wall_minutes": round(run.seconds / 60, 2),
-        "command": run.command, "run_dir": str(run.run_dir), "torch_threads": torch.get_num_threads(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "sentiment_quality",
+                "accuracy": round(ensemble["accuracy"], 4),
+                "macro_f1": round(ensemble["macro_f1"], 4),
+                "members": len(members),
+                "member_accuracy": [round(m["accuracy"], 4) for m in members],
+                "member_last_valid_accuracy": [round(r["accuracy"], 4) for r in last_valid],
+                "member_epochs": [r["epoch"] for r in last_valid],
+                "member_steps": [r["step"] for r in last_valid],
+                "minutes": args.minutes,
+                "wall_minutes": round(run.seconds / 60, 2),
+                "command": run.command,
+                "run_dir": str(run.run_dir),
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

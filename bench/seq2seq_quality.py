@@ -27,8 +27,17 @@ MULTI30K = Path(__file__).resolve().parents[2] / "shared" / "data" / "multi30k"
 
 TASKS = {  # per task: the data (and, for Multi30k, the model size it needs), the scored metric, the test beam
     "dates": dict(data=["data=dates"], metric="exact_match", beam=1),
-    "multi30k": dict(data=["data=multi30k", "model.embedding_dim=256", "model.hidden_size=256", "model.num_layers=2", "model.dropout=0.3"],
-                     metric="bleu", beam=5),
+    "multi30k": dict(
+        data=[
+            "data=multi30k",
+            "model.embedding_dim=256",
+            "model.hidden_size=256",
+            "model.num_layers=2",
+            "model.dropout=0.3",
+        ],
+        metric="bleu",
+        beam=5,
+    ),
 }
 
 
@@ -41,18 +50,37 @@ def main() -> None:
     args = p.parse_args()
 
     task = TASKS[args.task]
-    run = common.fit("seq2seq", [
-        *task["data"], *([f"data.root={args.root}"] if args.task == "multi30k" else []), f"trainer.max_time={args.minutes * 60:g}",
-        "data.beam_size=1", f"trainer.early_stopping.monitor={task['metric']}", "trainer.early_stopping.mode=max",
-    ], args.run_dir)
+    run = common.fit(
+        "seq2seq",
+        [
+            *task["data"],
+            *([f"data.root={args.root}"] if args.task == "multi30k" else []),
+            f"trainer.max_time={args.minutes * 60:g}",
+            "data.beam_size=1",
+            f"trainer.early_stopping.monitor={task['metric']}",
+            "trainer.early_stopping.mode=max",
+        ],
+        args.run_dir,
+    )
     test = runs.evaluate([run.run_dir], ["split=test", f"data.beam_size={task['beam']}"])
     valid = common.records(run.run_dir, "valid")
-    print(json.dumps({
-        "benchmark": "seq2seq_quality", "task": args.task, **{k: round(v, 4) for k, v in test.items() if isinstance(v, float)},
-        "beam": task["beam"], f"best_valid_{task['metric']}": round(max(r[task["metric"]] for r in valid), 4),
-        "steps": valid[-1]["step"], "minutes": args.minutes, "wall_minutes": round(run.seconds / 60, 2),
-        "command": run.command, "run_dir": str(run.run_dir), "torch_threads": torch.get_num_threads(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "seq2seq_quality",
+                "task": args.task,
+                **{k: round(v, 4) for k, v in test.items() if isinstance(v, float)},
+                "beam": task["beam"],
+                f"best_valid_{task['metric']}": round(max(r[task["metric"]] for r in valid), 4),
+                "steps": valid[-1]["step"],
+                "minutes": args.minutes,
+                "wall_minutes": round(run.seconds / 60, 2),
+                "command": run.command,
+                "run_dir": str(run.run_dir),
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,10 @@ VOCAB = 8000
 def batches(n: int, batch: int, generator: torch.Generator) -> list[tuple[torch.Tensor, ...]]:
     out = []
     for _ in range(n):
-        src_len, tgt_len = torch.randint(8, 31, (batch,), generator=generator), torch.randint(8, 31, (batch,), generator=generator)
+        src_len, tgt_len = (
+            torch.randint(8, 31, (batch,), generator=generator),
+            torch.randint(8, 31, (batch,), generator=generator),
+        )
         src = torch.randint(4, VOCAB, (batch, int(src_len.max())), generator=generator)
         src *= torch.arange(src.size(1))[None] < src_len[:, None]
         tgt = torch.randint(4, VOCAB, (batch, int(tgt_len.max()) + 1), generator=generator)
@@ -70,8 +73,16 @@ def main() -> None:
     p.add_argument("--cell", default="gru")
     args = p.parse_args()
     torch.manual_seed(0)
-    model = Seq2Seq(VOCAB, VOCAB, cell=args.cell, embedding_dim=256, hidden_size=256, num_layers=2,
-                    attention="additive", dropout=0.3)
+    model = Seq2Seq(
+        VOCAB,
+        VOCAB,
+        cell=args.cell,
+        embedding_dim=256,
+        hidden_size=256,
+        num_layers=2,
+        attention="additive",
+        dropout=0.3,
+    )
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
     data = batches(args.steps, 64, torch.Generator().manual_seed(1))
     batched, looped = [], []
@@ -83,13 +94,24 @@ def main() -> None:
         src, src_len, tgt_in, _ = data[0]
         diff = (model(src, src_len, tgt_in) - stepwise(model, src, src_len, tgt_in)).abs().max().item()
     ratios = [a / b for a, b in zip(batched, looped)]
-    print(json.dumps({
-        "benchmark": "seq2seq_step_speed", "ratio": round(statistics.median(ratios), 4),
-        "forward_steps_per_s": round(statistics.median(batched), 3), "stepwise_steps_per_s": round(statistics.median(looped), 3),
-        "each_round": [round(r, 4) for r in ratios], "max_abs_logit_diff": diff, "cell": args.cell,
-        "steps": args.steps, "torch_threads": torch.get_num_threads(),
-        "real_target_fraction": round(sum(int((b[3] != 0).sum()) for b in data) / sum(b[3].numel() for b in data), 3),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "seq2seq_step_speed",
+                "ratio": round(statistics.median(ratios), 4),
+                "forward_steps_per_s": round(statistics.median(batched), 3),
+                "stepwise_steps_per_s": round(statistics.median(looped), 3),
+                "each_round": [round(r, 4) for r in ratios],
+                "max_abs_logit_diff": diff,
+                "cell": args.cell,
+                "steps": args.steps,
+                "torch_threads": torch.get_num_threads(),
+                "real_target_fraction": round(
+                    sum(int((b[3] != 0).sum()) for b in data) / sum(b[3].numel() for b in data), 3
+                ),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

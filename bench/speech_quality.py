@@ -29,16 +29,30 @@ def main() -> None:
     p.add_argument("--run-dir", default=None)
     args = p.parse_args()
 
-    run = common.fit("speech", ["data=fsdd", f"data.root={args.root}", f"trainer.max_time={args.minutes * 60:g}"], args.run_dir)
+    run = common.fit(
+        "speech", ["data=fsdd", f"data.root={args.root}", f"trainer.max_time={args.minutes * 60:g}"], args.run_dir
+    )
     test = runs.evaluate([run.run_dir], ["split=test"])
     valid = common.records(run.run_dir, "valid")
-    print(json.dumps({
-        "benchmark": "speech_quality", "accuracy": round(test["accuracy"], 4), "macro_f1": round(test["macro_f1"], 4),
-        "test_examples": test["examples"], "best_valid_accuracy": round(max(r["accuracy"] for r in valid), 4),
-        "last_valid_accuracy": round(run.final["accuracy"], 4), "epochs": valid[-1]["epoch"], "steps": valid[-1]["step"],
-        "minutes": args.minutes, "wall_minutes": round(run.seconds / 60, 2),
-        "command": run.command, "run_dir": str(run.run_dir), "torch_threads": torch.get_num_threads(),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "speech_quality",
+                "accuracy": round(test["accuracy"], 4),
+                "macro_f1": round(test["macro_f1"], 4),
+                "test_examples": test["examples"],
+                "best_valid_accuracy": round(max(r["accuracy"] for r in valid), 4),
+                "last_valid_accuracy": round(run.final["accuracy"], 4),
+                "epochs": valid[-1]["epoch"],
+                "steps": valid[-1]["step"],
+                "minutes": args.minutes,
+                "wall_minutes": round(run.seconds / 60, 2),
+                "command": run.command,
+                "run_dir": str(run.run_dir),
+                "torch_threads": torch.get_num_threads(),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -31,16 +31,46 @@ FSDD = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd"
 OPTION_SETS = {
     "fbank40": ("fbank", dict(num_mel_bins=40)),
     "fbank23_no_snip": ("fbank", dict(num_mel_bins=23, snip_edges=False)),
-    "fbank_hamming_plain": ("fbank", dict(num_mel_bins=23, window_type="hamming", preemphasis_coefficient=0.0,
-                                          remove_dc_offset=False, round_to_power_of_two=False, low_freq=100.0, high_freq=-400.0)),
-    "fbank_hanning_linear_magnitude": ("fbank", dict(num_mel_bins=30, window_type="hanning", use_log_fbank=False, use_power=False)),
-    "fbank_blackman_energy": ("fbank", dict(num_mel_bins=40, window_type="blackman", blackman_coeff=0.4, use_energy=True,
-                                            raw_energy=False, energy_floor=0.0)),
-    "fbank_rectangular_energy_htk_mean": ("fbank", dict(num_mel_bins=40, window_type="rectangular", use_energy=True,
-                                                        htk_compat=True, subtract_mean=True)),
+    "fbank_hamming_plain": (
+        "fbank",
+        dict(
+            num_mel_bins=23,
+            window_type="hamming",
+            preemphasis_coefficient=0.0,
+            remove_dc_offset=False,
+            round_to_power_of_two=False,
+            low_freq=100.0,
+            high_freq=-400.0,
+        ),
+    ),
+    "fbank_hanning_linear_magnitude": (
+        "fbank",
+        dict(num_mel_bins=30, window_type="hanning", use_log_fbank=False, use_power=False),
+    ),
+    "fbank_blackman_energy": (
+        "fbank",
+        dict(
+            num_mel_bins=40,
+            window_type="blackman",
+            blackman_coeff=0.4,
+            use_energy=True,
+            raw_energy=False,
+            energy_floor=0.0,
+        ),
+    ),
+    "fbank_rectangular_energy_htk_mean": (
+        "fbank",
+        dict(num_mel_bins=40, window_type="rectangular", use_energy=True, htk_compat=True, subtract_mean=True),
+    ),
     "mfcc13": ("mfcc", dict(num_mel_bins=23, num_ceps=13)),
-    "mfcc_energy_mean_no_snip": ("mfcc", dict(num_mel_bins=40, num_ceps=20, use_energy=True, subtract_mean=True, snip_edges=False)),
-    "mfcc_htk_no_lifter": ("mfcc", dict(num_mel_bins=23, num_ceps=13, htk_compat=True, cepstral_lifter=0.0, window_type="blackman")),
+    "mfcc_energy_mean_no_snip": (
+        "mfcc",
+        dict(num_mel_bins=40, num_ceps=20, use_energy=True, subtract_mean=True, snip_edges=False),
+    ),
+    "mfcc_htk_no_lifter": (
+        "mfcc",
+        dict(num_mel_bins=23, num_ceps=13, htk_compat=True, cepstral_lifter=0.0, window_type="blackman"),
+    ),
 }
 
 
@@ -84,7 +114,9 @@ def compare(function: str, kaldi_args: dict, rate: int, waves: list[torch.Tensor
     for wave, mine in zip(waves, got):
         want = getattr(kaldi, function)(wave[None], dither=0.0, **args)
         if mine.shape != want.shape:
-            raise AssertionError(f"{function} {kaldi_args}: shape {tuple(mine.shape)} != torchaudio's {tuple(want.shape)}")
+            raise AssertionError(
+                f"{function} {kaldi_args}: shape {tuple(mine.shape)} != torchaudio's {tuple(want.shape)}"
+            )
         diff = (mine - want).abs()
         max_abs = max(max_abs, float(diff.max()))
         max_rel = max(max_rel, float((diff / want.abs().clamp(min=1e-6)).max()))
@@ -112,8 +144,14 @@ def speed(rate: int, waves: list[torch.Tensor]) -> dict:
         "frames": frames,
         "seqtrain_batched": round(frames_per_second(lambda: [fbank(w, n) for w, n in batches], frames)),
         "seqtrain_one_at_a_time": round(frames_per_second(lambda: [fbank(w[None]) for w in waves], frames)),
-        "torchaudio_one_at_a_time": round(frames_per_second(
-            lambda: [kaldi.fbank(w[None], num_mel_bins=40, sample_frequency=float(rate), dither=0.0) for w in waves], frames)),
+        "torchaudio_one_at_a_time": round(
+            frames_per_second(
+                lambda: [
+                    kaldi.fbank(w[None], num_mel_bins=40, sample_frequency=float(rate), dither=0.0) for w in waves
+                ],
+                frames,
+            )
+        ),
     }
 
 
@@ -129,18 +167,25 @@ def main() -> None:
     data = corpora(args.root, args.synthetic)
     differences = {
         f"{corpus}/{name}": compare(function, kaldi_args, rate, waves)
-        for corpus, (rate, waves) in data.items() for name, (function, kaldi_args) in OPTION_SETS.items()
+        for corpus, (rate, waves) in data.items()
+        for name, (function, kaldi_args) in OPTION_SETS.items()
     }
     corpus = "fsdd_8k" if "fsdd_8k" in data else "synthetic_16k"
     rate, waves = data[corpus]
-    print(json.dumps({
-        "benchmark": "torchaudio_parity", "torch": torch.__version__, "torchaudio": torchaudio.__version__,
-        "max_abs": max(d["max_abs"] for d in differences.values()),
-        "max_rel": max(d["max_rel"] for d in differences.values()),
-        "files_compared": {c: len(w) for c, (_, w) in data.items()},
-        "differences": differences,
-        "fbank40_frames_per_s": {"data": corpus, "threads": 1, **speed(rate, waves[: args.speed_utterances])},
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "torchaudio_parity",
+                "torch": torch.__version__,
+                "torchaudio": torchaudio.__version__,
+                "max_abs": max(d["max_abs"] for d in differences.values()),
+                "max_rel": max(d["max_rel"] for d in differences.values()),
+                "files_compared": {c: len(w) for c, (_, w) in data.items()},
+                "differences": differences,
+                "fbank40_frames_per_s": {"data": corpus, "threads": 1, **speed(rate, waves[: args.speed_utterances])},
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

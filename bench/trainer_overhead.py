@@ -29,10 +29,21 @@ from seqtrain.recipes.char_lm import CharLM
 
 def overrides(args, run_dir: str) -> list[str]:
     return [
-        *char_lm_data(args.data), "data.seq_len=128", f"data.batch_size={args.batch}",
-        f"model.hidden_size={args.hidden}", "model.num_layers=2", "model.dropout=0.0", "optim=adam", "sched=constant",
-        f"trainer.max_steps={args.steps}", "trainer.max_time=null", "trainer.val_every_steps=null",
-        "trainer.val_max_batches=1", "trainer.log_every_steps=10", "trainer.clip_grad_norm=1.0", f"run_dir={run_dir}",
+        *char_lm_data(args.data),
+        "data.seq_len=128",
+        f"data.batch_size={args.batch}",
+        f"model.hidden_size={args.hidden}",
+        "model.num_layers=2",
+        "model.dropout=0.0",
+        "optim=adam",
+        "sched=constant",
+        f"trainer.max_steps={args.steps}",
+        "trainer.max_time=null",
+        "trainer.val_every_steps=null",
+        "trainer.val_max_batches=1",
+        "trainer.log_every_steps=10",
+        "trainer.clip_grad_norm=1.0",
+        f"run_dir={run_dir}",
     ]
 
 
@@ -50,7 +61,9 @@ def plain_rate(args, run_dir: str) -> float:
     torch.manual_seed(cfg.trainer.seed)
     model = CharLM().build_model(cfg.model, data.vocab)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr, fused=True)
-    loader = torch.utils.data.DataLoader(data.splits["train"], batch_size=args.batch, shuffle=True, collate_fn=collate_windows)
+    loader = torch.utils.data.DataLoader(
+        data.splits["train"], batch_size=args.batch, shuffle=True, collate_fn=collate_windows
+    )
     model.train()
     for step, batch in enumerate(loader, start=1):
         logits, _ = model(batch["tokens"])
@@ -80,12 +93,20 @@ def main() -> None:
     for i in range(args.rounds):
         plain.append(plain_rate(args, f"{work}/plain{i}"))
         ours.append(seqtrain_rate(args, f"{work}/seqtrain{i}"))
-    print(json.dumps({
-        "benchmark": "trainer_overhead", "ratio": round(statistics.median(ours) / statistics.median(plain), 4),
-        "seqtrain_steps_per_s": round(statistics.median(ours), 3), "plain_steps_per_s": round(statistics.median(plain), 3),
-        "rounds": args.rounds, "steps": args.steps, "model": f"2x{args.hidden} lstm, batch {args.batch}x128",
-        "each_round": [round(o / p, 4) for o, p in zip(ours, plain)],
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "trainer_overhead",
+                "ratio": round(statistics.median(ours) / statistics.median(plain), 4),
+                "seqtrain_steps_per_s": round(statistics.median(ours), 3),
+                "plain_steps_per_s": round(statistics.median(plain), 3),
+                "rounds": args.rounds,
+                "steps": args.steps,
+                "model": f"2x{args.hidden} lstm, batch {args.batch}x128",
+                "each_round": [round(o / p, 4) for o, p in zip(ours, plain)],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -77,6 +77,10 @@ def load(path: Path, recipe: str | None = None) -> dict[str, Any]:
 
 def check_architecture(saved: dict, current: dict) -> None:
     """Refuse to load weights into a model configured differently, naming what changed."""
-    changed = [f"model.{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
+    changed = [
+        f"model.{k}: {saved.get(k)!r} -> {current.get(k)!r}"
+        for k in sorted(set(saved) | set(current))
+        if saved.get(k) != current.get(k)
+    ]
     if changed:
         raise CheckpointError(f"the checkpoint's model differs from this config ({'; '.join(changed)})")

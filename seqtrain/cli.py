@@ -10,7 +10,7 @@ import functools
 import json
 import sys
 import traceback
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -21,12 +21,17 @@ from rich.table import Table
 from seqtrain.errors import Interrupted, SeqtrainError
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Train recurrent and attention sequence models. Start with `seqtrain recipes`.",
 )
 console = Console(stderr=True, soft_wrap=True)
 
-Overrides = Annotated[Optional[list[str]], typer.Argument(help="recipe=NAME and Hydra overrides such as optim.lr=3e-3", show_default=False)]
+Overrides = Annotated[
+    Optional[list[str]],
+    typer.Argument(help="recipe=NAME and Hydra overrides such as optim.lr=3e-3", show_default=False),
+]
 Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Show the traceback of an error.")]
 
 
@@ -44,15 +49,15 @@ def reports_errors(command):
                 traceback.print_exc()
             if not isinstance(e, Interrupted) or _main_process():  # rank 0 alone says how to resume
                 _print_error(str(e))
-            raise typer.Exit(e.exit_code)
+            raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             _print_error("interrupted")
-            raise typer.Exit(130)
+            raise typer.Exit(130) from None
         except Exception as e:
             if kwargs.get("verbose"):
                 raise
             _print_error(f"{type(e).__name__}: {e} (run with --verbose for the traceback)")
-            raise typer.Exit(1)
+            raise typer.Exit(1) from None
 
     return wrapper
 
@@ -93,7 +98,9 @@ def config(overrides: Overrides = None, verbose: Verbose = False) -> None:
 @reports_errors
 def fit(
     overrides: Overrides = None,
-    multirun: Annotated[bool, typer.Option("--multirun", "-m", help="Sweep: one run per combination of comma lists, range(), choice().")] = False,
+    multirun: Annotated[
+        bool, typer.Option("--multirun", "-m", help="Sweep: one run per combination of comma lists, range(), choice().")
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
     """Train a recipe: `seqtrain fit recipe=char_lm [overrides...]`; `trainer.devices=N` trains on N
@@ -106,16 +113,24 @@ def fit(
     if not multirun:
         cfg = for_fit(recipe, rest)
         if cfg.trainer.devices > 1 and not distributed.launched():
-            raise typer.Exit(distributed.launch(cfg.trainer.devices, ["fit", *(overrides or []), *(["--verbose"] if verbose else [])]))
+            raise typer.Exit(
+                distributed.launch(
+                    cfg.trainer.devices, ["fit", *(overrides or []), *(["--verbose"] if verbose else [])]
+                )
+            )
         run_dir, metrics = runs.fit(cfg, console)
         if distributed.main_process():
             print(json.dumps({"run_dir": str(run_dir), **metrics}))
         return
     if rest.value("trainer.devices") not in (None, 1):
-        raise ConfigError("a sweep trains its runs one after another in this process; drop trainer.devices or launch each run alone")
+        raise ConfigError(
+            "a sweep trains its runs one after another in this process; drop trainer.devices or launch each run alone"
+        )
     parent, results = runs.sweep(recipe, rest, console)
     table = Table(title=f"sweep {parent}")
-    metric_names = sorted({k for r in results for k, v in r.get("metrics", {}).items() if isinstance(v, (int, float))})  # a bagged run's members: in sweep.json
+    metric_names = sorted(
+        {k for r in results for k, v in r.get("metrics", {}).items() if isinstance(v, (int, float))}
+    )  # a bagged run's members: in sweep.json
     for column in ["run", "overrides", *metric_names]:
         table.add_column(column)
     for r in results:
@@ -126,13 +141,13 @@ def fit(
         raise typer.Exit(1)
 
 
-class SamplerName(str, Enum):
+class SamplerName(StrEnum):
     tpe = "tpe"
     random = "random"
     grid = "grid"
 
 
-class PrunerName(str, Enum):
+class PrunerName(StrEnum):
     median = "median"
     hyperband = "hyperband"
     none = "none"
@@ -141,17 +156,49 @@ class PrunerName(str, Enum):
 @app.command()
 @reports_errors
 def tune(
-    overrides: Annotated[Optional[list[str]], typer.Argument(help="recipe=NAME, the space ('optim.lr=tag(log, interval(1e-4, 1e-2))', 'model.hidden_size=choice(64, 128)') and overrides for every trial", show_default=False)] = None,
-    trials: Annotated[int, typer.Option(min=1, help="Trials in the study, over all its workers and restarts (grid: at most the grid).")] = 20,
-    study: Annotated[Optional[str], typer.Option(help="Study name: workers with the same name and storage share the study. Default: a new one named by the time.")] = None,
-    storage: Annotated[Optional[str], typer.Option(help="SQLAlchemy URL of the study's database. Default: SQLite in the study dir.")] = None,
-    sampler: Annotated[SamplerName, typer.Option(help="tpe (seeded), random, or grid over choice()/range() spaces.")] = SamplerName.tpe,
+    overrides: Annotated[
+        Optional[list[str]],
+        typer.Argument(
+            help="recipe=NAME, the space ('optim.lr=tag(log, interval(1e-4, 1e-2))', "
+            "'model.hidden_size=choice(64, 128)') and overrides for every trial",
+            show_default=False,
+        ),
+    ] = None,
+    trials: Annotated[
+        int,
+        typer.Option(min=1, help="Trials in the study, over all its workers and restarts (grid: at most the grid)."),
+    ] = 20,
+    study: Annotated[
+        Optional[str],
+        typer.Option(
+            help="Study name: workers with the same name and storage share the study. "
+            "Default: a new one named by the time."
+        ),
+    ] = None,
+    storage: Annotated[
+        Optional[str], typer.Option(help="SQLAlchemy URL of the study's database. Default: SQLite in the study dir.")
+    ] = None,
+    sampler: Annotated[
+        SamplerName, typer.Option(help="tpe (seeded), random, or grid over choice()/range() spaces.")
+    ] = SamplerName.tpe,
     pruner: Annotated[PrunerName, typer.Option(help="Stops hopeless trials at a validation.")] = PrunerName.median,
     prune_after: Annotated[int, typer.Option(min=0, help="median: trials that finish before any is pruned.")] = 5,
     seed: Annotated[int, typer.Option(help="Seeds the sampler of the worker that creates the study.")] = 0,
-    heartbeat: Annotated[int, typer.Option(min=1, help="Seconds between a trial's heartbeats; one silent twice as long lost its worker and runs again.")] = 60,
-    timeout: Annotated[Optional[float], typer.Option(min=0, help="Seconds after which this worker starts no new trial.")] = None,
-    report: Annotated[Optional[Path], typer.Option(metavar="STUDY_DIR", help="Print the table of a study, write its best.json and plots; trains nothing.")] = None,
+    heartbeat: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Seconds between a trial's heartbeats; one silent twice as long lost its worker and runs again."
+        ),
+    ] = 60,
+    timeout: Annotated[
+        Optional[float], typer.Option(min=0, help="Seconds after which this worker starts no new trial.")
+    ] = None,
+    report: Annotated[
+        Optional[Path],
+        typer.Option(
+            metavar="STUDY_DIR", help="Print the table of a study, write its best.json and plots; trains nothing."
+        ),
+    ] = None,
     verbose: Verbose = False,
 ) -> None:
     """Search hyper-parameters with Optuna: each trial is a run dir under runs/<recipe>/tune-<study>/."""
@@ -163,7 +210,9 @@ def tune(
 
     if report is None:
         recipe, rest = split_recipe(overrides or [])
-        options = TuneOptions(trials, study, storage, sampler.value, pruner.value, prune_after, seed, heartbeat, timeout)
+        options = TuneOptions(
+            trials, study, storage, sampler.value, pruner.value, prune_after, seed, heartbeat, timeout
+        )
         report = run_study(recipe, rest, options, console)
     elif overrides:
         raise ConfigError("--report prints a study that exists; give it no overrides")
@@ -177,8 +226,10 @@ def tune(
     out.width = out.width if out.is_terminal else 200  # in a file or a pipe, one line per trial
     out.print(table)
     if result.best:
-        console.print(f"best: trial {result.best['trial']}, {result.metric} {result.best['value']:.4g}; "
-                      f"in {result.study_dir / 'best.json'}, to train it again:\n  {result.best['command']}")
+        console.print(
+            f"best: trial {result.best['trial']}, {result.metric} {result.best['value']:.4g}; "
+            f"in {result.study_dir / 'best.json'}, to train it again:\n  {result.best['command']}"
+        )
     for skipped in result.skipped_plots:
         console.print(f"no plot {skipped}")
     if result.plots:
@@ -188,17 +239,28 @@ def tune(
 @app.command()
 @reports_errors
 def sample(
-    runs_: Annotated[list[Path], typer.Argument(metavar="RUN...", help="A run dir (uses its best checkpoint) or a checkpoint file; several runs of a classifier form an ensemble.")],
+    runs_: Annotated[
+        list[Path],
+        typer.Argument(
+            metavar="RUN...",
+            help="A run dir (uses its best checkpoint) or a checkpoint file; "
+            "several runs of a classifier form an ensemble.",
+        ),
+    ],
     prompt: Annotated[Optional[str], typer.Option(help="char_lm: text to start from.")] = None,
     length: Annotated[int, typer.Option(help="char_lm: characters to generate.")] = 500,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 is greedy.")] = 1.0,
     top_k: Annotated[Optional[int], typer.Option(help="Sample among the k most likely tokens only.")] = None,
-    top_p: Annotated[Optional[float], typer.Option(help="Sample from the smallest set covering this probability.")] = None,
+    top_p: Annotated[
+        Optional[float], typer.Option(help="Sample from the smallest set covering this probability.")
+    ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Make sampling reproducible.")] = None,
     text: Annotated[Optional[str], typer.Option(help="Classifiers and seq2seq: one input to predict from.")] = None,
     input_file: Annotated[Optional[Path], typer.Option(help="Classifiers and seq2seq: one input per line.")] = None,
     beam: Annotated[int, typer.Option(min=1, help="seq2seq: beam size; 1 is greedy.")] = 1,
-    plot_attention: Annotated[Optional[Path], typer.Option(help="seq2seq: write the --text input's attention as a PNG.")] = None,
+    plot_attention: Annotated[
+        Optional[Path], typer.Option(help="seq2seq: write the --text input's attention as a PNG.")
+    ] = None,
     audio: Annotated[Optional[Path], typer.Option(help="speech: an audio file to classify.")] = None,
     verbose: Verbose = False,
 ) -> None:
@@ -207,9 +269,16 @@ def sample(
     from seqtrain.recipe import SampleOptions
 
     options = SampleOptions(
-        prompt=prompt, length=length, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-        text=text, input_file=None if input_file is None else str(input_file),
-        beam=beam, plot_attention=None if plot_attention is None else str(plot_attention),
+        prompt=prompt,
+        length=length,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        seed=seed,
+        text=text,
+        input_file=None if input_file is None else str(input_file),
+        beam=beam,
+        plot_attention=None if plot_attention is None else str(plot_attention),
         audio=None if audio is None else str(audio),
     )
 
@@ -223,7 +292,13 @@ def sample(
 @app.command()
 @reports_errors
 def evaluate(
-    args: Annotated[list[str], typer.Argument(help="Run dirs (several classifier runs form an ensemble), then overrides such as data.path=FILE or split=test.")],
+    args: Annotated[
+        list[str],
+        typer.Argument(
+            help="Run dirs (several classifier runs form an ensemble), "
+            "then overrides such as data.path=FILE or split=test."
+        ),
+    ],
     verbose: Verbose = False,
 ) -> None:
     """Score trained runs; prints the metrics (each member's and the ensemble's) as one JSON object."""
@@ -241,7 +316,9 @@ def evaluate(
 def export(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="A run dir.")],
     format: Annotated[str, typer.Option("--format", help="onnx (onnxruntime) or torchscript (torch.jit).")] = "onnx",
-    out: Annotated[Optional[Path], typer.Option(help="The export dir to write; default RUN/export. It must not exist.")] = None,
+    out: Annotated[
+        Optional[Path], typer.Option(help="The export dir to write; default RUN/export. It must not exist.")
+    ] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     verbose: Verbose = False,
 ) -> None:

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, cast
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
@@ -85,14 +86,23 @@ def compose(recipe_name: str, overrides: Sequence[str] | Overrides = ()) -> RunC
     overrides = Overrides.of(overrides)
     recipe = recipes.get(recipe_name)
     raw = _compose_raw(recipe, overrides)
-    schemas = {"model": recipe.ModelConfig, "data": recipe.DataConfig, "optim": OptimConfig, "sched": SchedConfig,
-               "trainer": TrainerConfig}
-    structured = OmegaConf.create({**{k: OmegaConf.structured(c) for k, c in schemas.items()}, **dict.fromkeys(TOP_LEVEL)})
+    schemas = {
+        "model": recipe.ModelConfig,
+        "data": recipe.DataConfig,
+        "optim": OptimConfig,
+        "sched": SchedConfig,
+        "trainer": TrainerConfig,
+    }
+    structured = OmegaConf.create(
+        {**{k: OmegaConf.structured(c) for k, c in schemas.items()}, **dict.fromkeys(TOP_LEVEL)}
+    )
     _refuse_unknown_keys(raw, structured, "")
     trainer = _typed(raw, "trainer", TrainerConfig)
     if trainer.bagging and not recipes.is_classifier(recipe):
-        raise ConfigError(f"trainer.bagging averages class probabilities, so only a classifier recipe's runs can be bagged; "
-                          f"{recipe_name} is not one")
+        raise ConfigError(
+            f"trainer.bagging averages class probabilities, so only a classifier recipe's runs can be bagged; "
+            f"{recipe_name} is not one"
+        )
     return RunConfig(
         recipe=recipe_name,
         model=_typed(raw, "model", recipe.ModelConfig),
@@ -103,7 +113,7 @@ def compose(recipe_name: str, overrides: Sequence[str] | Overrides = ()) -> RunC
         run_dir=raw.run_dir,
         split=raw.split,
         overrides=overrides,
-        resolved=OmegaConf.to_container(raw, resolve=True),
+        resolved=cast(dict, OmegaConf.to_container(raw, resolve=True)),
     )
 
 
@@ -153,11 +163,11 @@ def _missing_option_message(e: MissingConfigException) -> str:
 def _composition_message(e: ConfigCompositionException) -> str:
     cause = e.__cause__
     if isinstance(cause, ValidationError):
-        return f"{cause.full_key}: {cause.msg.splitlines()[0]}"
+        return f"{cause.full_key}: {(cause.msg or '').splitlines()[0]}"
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:
         parent = cause.parent_node
         valid = ", ".join(str(k) for k in parent.keys() if k != "hydra") if isinstance(parent, DictConfig) else ""
-        return f"unknown key {cause.full_key}" + (f"; valid keys there: {valid}" if valid else "")
+        return f"unknown key {cause.full_key!s}" + (f"; valid keys there: {valid}" if valid else "")
     return str(e).splitlines()[0]
 
 
@@ -166,9 +176,11 @@ def _refuse_unknown_keys(node: DictConfig, schema: DictConfig, prefix: str) -> N
     silently ignored. `_target_`-style keys are refused by name: a config chooses among seqtrain's own
     registered recipes and options and never names code to import or call."""
     for key in node.keys():
-        path = f"{prefix}{key}"
+        path = f"{prefix}{key!s}"
         if str(key).startswith("_"):
-            raise ConfigError(f"{path}: configs cannot name code to instantiate; choose among seqtrain's recipes and options")
+            raise ConfigError(
+                f"{path}: configs cannot name code to instantiate; choose among seqtrain's recipes and options"
+            )
         if key not in schema:
             raise ConfigError(f"unknown key {path}; valid keys there: {', '.join(str(k) for k in schema.keys())}")
         if isinstance(schema[key], DictConfig) and isinstance(node[key], DictConfig):
@@ -190,7 +202,9 @@ def expand_sweeps(overrides: Overrides) -> list[Overrides]:
         key = override.get_key_element()
         if override.is_sweep_override():
             if not override.is_discrete_sweep():
-                raise ConfigError(f"{key}: interval() is searched, not listed: use seqtrain tune (or list the values here)")
+                raise ConfigError(
+                    f"{key}: interval() is searched, not listed: use seqtrain tune (or list the values here)"
+                )
             axes.append([f"{key}={value}" for value in override.sweep_string_iterator()])
         else:
             axes.append([f"{key}={override.get_value_element_as_str()}"])
@@ -212,7 +226,9 @@ def for_fit(recipe: str, overrides: Sequence[str] | Overrides) -> RunConfig:
     started = load_run_config(run_dir).trainer
     for key in ("bagging", "bagging_resample"):
         if overrides.sets(f"trainer.{key}") and getattr(started, key) != getattr(cfg.trainer, key):
-            raise ConfigError(f"trainer.{key} cannot change when a run resumes: {run_dir.path} keeps the members it was started with")
+            raise ConfigError(
+                f"trainer.{key} cannot change when a run resumes: {run_dir.path} keeps the members it was started with"
+            )
     return cfg
 
 

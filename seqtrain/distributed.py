@@ -12,9 +12,10 @@ import gc
 import math
 import os
 import traceback
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -61,7 +62,9 @@ def launch(devices: int, args: list[str]) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 
-    parsed = torchrun.get_args_parser().parse_args(["--standalone", f"--nproc-per-node={devices}", "--module", "seqtrain", *args])
+    parsed = torchrun.get_args_parser().parse_args(
+        ["--standalone", f"--nproc-per-node={devices}", "--module", "seqtrain", *args]
+    )
     try:
         torchrun.run(parsed)
     except ChildFailedError as e:

@@ -7,8 +7,9 @@ its own vocabulary, so runs with different tokenizers can still be averaged.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -24,7 +25,9 @@ from seqtrain.task import evaluating
 Member = tuple[ClassifierRecipe, torch.nn.Module, dict]  # (recipe, model, checkpoint), as rundir.load_model returns
 
 
-def evaluate(run_dirs: list[Path], members: list[Member], data: Any, split: str, device: torch.device) -> dict[str, Any]:
+def evaluate(
+    run_dirs: list[Path], members: list[Member], data: Any, split: str, device: torch.device
+) -> dict[str, Any]:
     """Each run's report on `split` of `data`; for several runs, also their ensemble's."""
     recipe = members[0][0]
     names = shared_classes(run_dirs, members)
@@ -48,7 +51,9 @@ def predict(paths: list[Path], members: list[Member], options: SampleOptions, wr
     total = 0
     for _, model, state in members:
         prepared = recipe.prepare_inputs(state["vocab"], lines)
-        total = total + class_probabilities(recipe, model, prepared.splits["inputs"], prepared.collate, BatchingConfig(batch_size=64))
+        total = total + class_probabilities(
+            recipe, model, prepared.splits["inputs"], prepared.collate, BatchingConfig(batch_size=64)
+        )
     for line, probabilities in zip(lines, total / len(members)):
         label = names[int(probabilities.argmax())]
         rounded = {name: round(float(p), 4) for name, p in zip(names, probabilities)}
@@ -61,9 +66,14 @@ def shared_classes(paths: list[Path], members: list[Member]) -> list[str]:
     names = recipe.classes(first["vocab"])
     for path, (_, _, state) in zip(paths, members):
         if state["recipe"] != first["recipe"]:
-            raise ConfigError(f"{path} is a run of recipe {state['recipe']}, not {first['recipe']}; an ensemble's runs share one recipe")
+            raise ConfigError(
+                f"{path} is a run of recipe {state['recipe']}, not {first['recipe']}; an ensemble's runs share one "
+                "recipe"
+            )
         if recipe.classes(state["vocab"]) != names:
-            raise ConfigError(f"{path} predicts {recipe.classes(state['vocab'])}, not {names}; an ensemble's runs share their classes")
+            raise ConfigError(
+                f"{path} predicts {recipe.classes(state['vocab'])}, not {names}; an ensemble's runs share their classes"
+            )
     return names
 
 
@@ -71,7 +81,10 @@ def classifier_inputs(options: SampleOptions) -> list[str]:
     """The text of --text, the file of --audio, or the non-blank lines of --input-file."""
     given = [o for o in (options.text, options.audio, options.input_file) if o is not None]
     if options.prompt is not None or len(given) != 1:
-        raise ConfigError("a classifier predicts from --text TEXT (--audio FILE for speech) or --input-file FILE (one of them, no --prompt)")
+        raise ConfigError(
+            "a classifier predicts from --text TEXT (--audio FILE for speech) or --input-file FILE (one of them, no "
+            "--prompt)"
+        )
     if options.input_file is None:
         return given
     lines = [line.strip() for line in "".join(iter_text(Path(options.input_file))).splitlines() if line.strip()]
@@ -81,12 +94,17 @@ def classifier_inputs(options: SampleOptions) -> list[str]:
 
 
 @torch.no_grad()
-def class_probabilities(recipe: ClassifierRecipe, model: torch.nn.Module, dataset: Any, collate: Callable, batching: BatchingConfig) -> torch.Tensor:
+def class_probabilities(
+    recipe: ClassifierRecipe, model: torch.nn.Module, dataset: Any, collate: Callable, batching: BatchingConfig
+) -> torch.Tensor:
     """(N, C) class probabilities in the dataset's order (batches go by length, with little padding)."""
     device = device_of(model)
     sampler = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
     with evaluating(model):
-        parts = [(indices, recipe.predict(model, to_device(collate([dataset[i] for i in indices]), device)).cpu()) for indices in sampler]
+        parts = [
+            (indices, recipe.predict(model, to_device(collate([dataset[i] for i in indices]), device)).cpu())
+            for indices in sampler
+        ]
     probabilities = torch.empty(len(dataset), parts[0][1].size(1))
     for indices, part in parts:
         probabilities[indices] = part
@@ -98,6 +116,9 @@ def classifier_report(probabilities: torch.Tensor, labels: torch.Tensor, names: 
     confusion = confusion_matrix(labels, probabilities.argmax(dim=-1), len(names))  # (C, C), row = true class
     nll = -probabilities.gather(1, labels[:, None]).clamp(min=1e-12).log().mean()
     return {
-        **classification_metrics(confusion, names), "nll": float(nll), "examples": len(labels),
-        "classes": names, "confusion_matrix": confusion.tolist(),
+        **classification_metrics(confusion, names),
+        "nll": float(nll),
+        "examples": len(labels),
+        "classes": names,
+        "confusion_matrix": confusion.tolist(),
     }

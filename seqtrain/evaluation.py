@@ -4,8 +4,10 @@ ranks in a distributed run; the recipe's `summarize` turns them into metrics."""
 from __future__ import annotations
 
 import itertools
+from typing import cast
 
 import torch
+from torch.utils.data import Dataset
 
 from seqtrain import distributed
 from seqtrain.data.collate import to_device
@@ -31,7 +33,9 @@ def score(
     world = distributed.current()
     ordered = BucketBatchSampler(dataset.lengths, batching.batch_size, batching.max_tokens, shuffle=False)
     batches = list(itertools.islice(ordered, max_batches))[world.rank :: world.size]
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=task.collate, generator=torch.Generator())
+    loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
+        cast(Dataset, dataset), batch_sampler=batches, collate_fn=task.collate, generator=torch.Generator()
+    )
     totals: Stats = {}
     with evaluating(model):
         for batch in loader:

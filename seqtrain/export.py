@@ -80,8 +80,13 @@ def write_one(run_dir: Path, format: str, which: str, work: Path) -> None:
     graphs = recipe.export_graphs(model, state["vocab"], format)
     work.mkdir(parents=True, exist_ok=True)
     manifest = {
-        "seqtrain_version": __version__, "recipe": state["recipe"], "format": format, "checkpoint": str(path),
-        "step": state.get("trainer", {}).get("step"), "metrics": state.get("metrics"), "graphs": {},
+        "seqtrain_version": __version__,
+        "recipe": state["recipe"],
+        "format": format,
+        "checkpoint": str(path),
+        "step": state.get("trainer", {}).get("step"),
+        "metrics": state.get("metrics"),
+        "graphs": {},
     }
     if format == "onnx":
         manifest |= {"exporter": "torch.onnx (TorchScript-based; speech features: torch.export)", "opset": OPSET}
@@ -93,8 +98,11 @@ def write_one(run_dir: Path, format: str, which: str, work: Path) -> None:
             chain = [g for g in graphs if g.name == name]
             file = work / f"{name}{FORMATS[format]}"
             (write_onnx if format == "onnx" else write_torchscript)(chain, file, state["recipe"])
-            manifest["graphs"][name] = {"file": file.name, "inputs": describe(chain[0].inputs, chain[0].axes),
-                                        "outputs": describe(outputs(chain), chain[-1].axes)}
+            manifest["graphs"][name] = {
+                "file": file.name,
+                "inputs": describe(chain[0].inputs, chain[0].axes),
+                "outputs": describe(outputs(chain), chain[-1].axes),
+            }
     write_side_files(work, run_dir, state["vocab"], manifest)
 
 
@@ -106,8 +114,14 @@ def outputs(chain: list[Graph]) -> dict[str, torch.Tensor]:
 
 def describe(tensors: dict[str, torch.Tensor], axes: dict[str, dict[int, str]]) -> list[dict]:
     """Name, dtype and shape of each tensor, dynamic axes by their label."""
-    return [{"name": name, "dtype": str(t.dtype).removeprefix("torch."),
-             "shape": [axes.get(name, {}).get(i, size) for i, size in enumerate(t.shape)]} for name, t in tensors.items()]
+    return [
+        {
+            "name": name,
+            "dtype": str(t.dtype).removeprefix("torch."),
+            "shape": [axes.get(name, {}).get(i, size) for i, size in enumerate(t.shape)],
+        }
+        for name, t in tensors.items()
+    ]
 
 
 def write_onnx(chain: list[Graph], file: Path, recipe: str) -> None:
@@ -123,13 +137,19 @@ def write_onnx(chain: list[Graph], file: Path, recipe: str) -> None:
         args = dict(input_names=list(graph.inputs), output_names=graph.outputs, opset_version=OPSET)
         module = graph.module.eval()  # the exporter restores the mode it found, recursively: it must find eval
         if graph.dynamo:
-            dynamic = {name: {axis: torch.export.Dim.DYNAMIC for axis in graph.axes.get(name, {})} for name in graph.inputs}
-            program = torch.onnx.export(module, tuple(graph.inputs.values()), dynamo=True, dynamic_shapes=dynamic, verbose=False, **args)
+            dynamic = {
+                name: {axis: torch.export.Dim.DYNAMIC for axis in graph.axes.get(name, {})} for name in graph.inputs
+            }
+            program = torch.onnx.export(
+                module, tuple(graph.inputs.values()), dynamo=True, dynamic_shapes=dynamic, verbose=False, **args
+            )
             protos.append(program.model_proto)
         else:
             axes = {name: graph.axes[name] for name in [*graph.inputs, *graph.outputs] if name in graph.axes}
             with tempfile.TemporaryDirectory() as tmp:
-                torch.onnx.export(module, tuple(graph.inputs.values()), f"{tmp}/g.onnx", dynamo=False, dynamic_axes=axes, **args)
+                torch.onnx.export(
+                    module, tuple(graph.inputs.values()), f"{tmp}/g.onnx", dynamo=False, dynamic_axes=axes, **args
+                )
                 protos.append(onnx.load(f"{tmp}/g.onnx"))
     proto = protos[0]
     for after, graph in zip(protos[1:], chain[1:]):
@@ -144,7 +164,9 @@ def write_torchscript(chain: list[Graph], file: Path, recipe: str) -> None:
         raise ValueError("a TorchScript export is one graph per file")
     graph = chain[0]
     traced = torch.jit.trace(graph.module.eval(), tuple(graph.inputs.values()), check_trace=False)
-    torch.jit.save(traced, str(file), _extra_files={"seqtrain.json": json.dumps({"seqtrain": __version__, "recipe": recipe})})
+    torch.jit.save(
+        traced, str(file), _extra_files={"seqtrain.json": json.dumps({"seqtrain": __version__, "recipe": recipe})}
+    )
 
 
 def write_side_files(work: Path, run_dir: Path, vocab: dict, manifest: dict) -> None:
@@ -152,7 +174,9 @@ def write_side_files(work: Path, run_dir: Path, vocab: dict, manifest: dict) -> 
     import base64
 
     (work / "vocab.json").write_text(json.dumps(vocab, indent=1))
-    tokenizers = {key: value for key, value in vocab.items() if isinstance(value, dict) and value.get("kind") == "sentencepiece"}
+    tokenizers = {
+        key: value for key, value in vocab.items() if isinstance(value, dict) and value.get("kind") == "sentencepiece"
+    }
     for key, tokenizer in tokenizers.items():
         name = "sentencepiece.model" if len(tokenizers) == 1 else f"sentencepiece-{key}.model"
         (work / name).write_bytes(base64.b64decode(tokenizer["model"]))

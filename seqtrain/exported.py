@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -49,10 +50,16 @@ def load_model(path: Path) -> tuple[Recipe, torch.nn.Module, dict]:
         raise CheckpointError(f"{root / MANIFEST}: not a seqtrain export manifest ({e})") from None
     if recipe not in recipes.names() or format not in FORMATS:
         raise CheckpointError(f"{root / MANIFEST}: unknown recipe {recipe!r} or format {format!r}")
-    graphs = {name: (OnnxGraph if format == "onnx" else ScriptGraph)(root / spec["file"], spec, recipe)
-              for name, spec in manifest["graphs"].items()}
-    state = {"recipe": recipe, "vocab": json.loads((root / "vocab.json").read_text()), "manifest": manifest,
-             "config": OmegaConf.to_container(OmegaConf.load(root / "config.yaml"))}
+    graphs = {
+        name: (OnnxGraph if format == "onnx" else ScriptGraph)(root / spec["file"], spec, recipe)
+        for name, spec in manifest["graphs"].items()
+    }
+    state = {
+        "recipe": recipe,
+        "vocab": json.loads((root / "vocab.json").read_text()),
+        "manifest": manifest,
+        "config": OmegaConf.to_container(OmegaConf.load(root / "config.yaml")),
+    }
     found = recipes.get(recipe)
     return found, found.from_export(graphs, state).eval(), state
 
@@ -67,7 +74,9 @@ class ExportedGraph:
     def zeros(self, name: str, batch: int) -> torch.Tensor:
         """A zero tensor of input `name`'s shape for a batch (the initial recurrent state)."""
         spec = self.inputs[name]
-        return torch.zeros([batch if size == "batch" else size for size in spec["shape"]], dtype=getattr(torch, spec["dtype"]))
+        return torch.zeros(
+            [batch if size == "batch" else size for size in spec["shape"]], dtype=getattr(torch, spec["dtype"])
+        )
 
 
 class OnnxGraph(ExportedGraph):
@@ -88,11 +97,15 @@ class OnnxGraph(ExportedGraph):
             raise CheckpointError(f"{file}: onnxruntime cannot load it ({' '.join(str(e).split())[:200]})") from None
         made = self.session.get_modelmeta().custom_metadata_map
         if made.get("seqtrain_recipe") != recipe:
-            raise CheckpointError(f"{file} is not a seqtrain export of a {recipe} run (its metadata says {made or 'nothing'})")
+            raise CheckpointError(
+                f"{file} is not a seqtrain export of a {recipe} run (its metadata says {made or 'nothing'})"
+            )
 
     def __call__(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]:
         feed = {name: np.ascontiguousarray(t.detach().cpu().numpy()) for name, t in tensors.items()}
-        return {name: torch.from_numpy(value) for name, value in zip(self.outputs, self.session.run(self.outputs, feed))}
+        return {
+            name: torch.from_numpy(value) for name, value in zip(self.outputs, self.session.run(self.outputs, feed))
+        }
 
 
 class ScriptGraph(ExportedGraph):

@@ -7,7 +7,7 @@ per-batch scores) makes macro-F1 exact however the data was batched.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -57,8 +57,12 @@ def confusion_image(confusion: torch.Tensor, names: Sequence[str]) -> np.ndarray
     axes = figure.add_subplot()
     axes.imshow(counts, cmap="Blues")
     axes.set(
-        xticks=range(len(names)), yticks=range(len(names)), xticklabels=names, yticklabels=names,
-        xlabel="predicted", ylabel="true",
+        xticks=range(len(names)),
+        yticks=range(len(names)),
+        xticklabels=names,
+        yticklabels=names,
+        xlabel="predicted",
+        ylabel="true",
     )
     axes.tick_params(axis="x", labelrotation=45)
     threshold = counts.max() / 2

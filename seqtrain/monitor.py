@@ -76,7 +76,9 @@ class Monitor:
     """`start_step` > 0 continues a run from its checkpoint at that step: whatever was logged after it
     (by the process that was killed) is dropped, because those steps are about to be trained again."""
 
-    def __init__(self, run_dir: Path, total_steps: int | None, max_time: float | None, console: Console, start_step: int = 0):
+    def __init__(
+        self, run_dir: Path, total_steps: int | None, max_time: float | None, console: Console, start_step: int = 0
+    ):
         self.writer = SummaryWriter(str(run_dir), purge_step=start_step + 1 if start_step else None)
         if start_step:
             truncate_log(RunDir(run_dir).metrics, start_step)

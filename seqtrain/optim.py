@@ -72,12 +72,12 @@ def build_optimizer(params: list[torch.nn.Parameter], cfg: OptimConfig) -> torch
     if cfg.name == "adagrad":
         return torch.optim.Adagrad(groups, lr=cfg.lr, eps=cfg.eps, fused=fused)
     optimizer = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
-    return optimizer(groups, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, fused=fused)
+    return optimizer(groups, lr=cfg.lr, betas=(cfg.betas[0], cfg.betas[1]), eps=cfg.eps, fused=fused)
 
 
 def l1_penalty(params: list[torch.nn.Parameter]) -> torch.Tensor:
     """Sum of absolute weights over weight matrices (biases are not sparsified)."""
-    return sum(p.abs().sum() for p in params if p.ndim >= 2)
+    return torch.stack([p.abs().sum() for p in params if p.ndim >= 2]).sum()
 
 
 class TimeBudgetFactor:
@@ -95,7 +95,9 @@ class TimeBudgetFactor:
 
     DECIDE_AFTER = 10  # steps: the first steps' rate includes setup and says little
 
-    def __init__(self, name: str, warmup_steps: int, min_lr_ratio: float, budget_s: float, total_steps: int | None = None):
+    def __init__(
+        self, name: str, warmup_steps: int, min_lr_ratio: float, budget_s: float, total_steps: int | None = None
+    ):
         self.name, self.warmup_steps, self.min_lr_ratio, self.budget_s = name, warmup_steps, min_lr_ratio, budget_s
         self.total_steps = total_steps
         self.elapsed = 0.0  # training seconds so far, over all resumes (set by Schedule.step)
@@ -108,13 +110,14 @@ class TimeBudgetFactor:
             return start + (1.0 - start) * step / self.warmup_steps
         if self.warmup_end is None:
             self.warmup_end = self.elapsed
-        if self.by_time is None and step >= min(max(self.warmup_steps, self.DECIDE_AFTER), self.total_steps):
-            self.by_time = step > 0 and self.elapsed / step * self.total_steps > self.budget_s
-        if self.by_time:
+        total = self.total_steps
+        if self.by_time is None and total is not None and step >= min(max(self.warmup_steps, self.DECIDE_AFTER), total):
+            self.by_time = step > 0 and self.elapsed / step * total > self.budget_s
+        if self.by_time or total is None:
             left = self.budget_s - self.warmup_end
             progress = 1.0 if left <= 0 else (self.elapsed - self.warmup_end) / left
         else:
-            progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+            progress = (step - self.warmup_steps) / max(1, total - self.warmup_steps)
         progress = min(1.0, max(0.0, progress))
         if self.name == "linear":
             return 1.0 + (self.min_lr_ratio - 1.0) * progress
@@ -154,23 +157,34 @@ class Schedule:
     (`time_budget_s`) they run over the training time when that budget ends the run (TimeBudgetFactor).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, cfg: SchedConfig, total_steps: int | None,
-                 time_budget_s: float | None = None):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        cfg: SchedConfig,
+        total_steps: int | None,
+        time_budget_s: float | None = None,
+    ):
         self.time_factor: Optional[TimeBudgetFactor] = None
         self.on_plateau: Optional[NewBob] = None
         decay_steps = None if total_steps is None else max(1, total_steps - cfg.warmup_steps)
         if cfg.name in ("linear", "cosine") and (decay_steps is None or time_budget_s is not None):
             if time_budget_s is None:
-                raise ConfigError(f"sched={cfg.name} needs a known length: set trainer.max_steps, trainer.max_epochs or trainer.max_time")
-            self.time_factor = TimeBudgetFactor(cfg.name, cfg.warmup_steps, cfg.min_lr_ratio, time_budget_s, total_steps)
+                raise ConfigError(
+                    f"sched={cfg.name} needs a known length: set trainer.max_steps, trainer.max_epochs or "
+                    "trainer.max_time"
+                )
+            self.time_factor = TimeBudgetFactor(
+                cfg.name, cfg.warmup_steps, cfg.min_lr_ratio, time_budget_s, total_steps
+            )
             self.per_step: lr_scheduler.LRScheduler = lr_scheduler.LambdaLR(optimizer, self.time_factor)
             return
         main: lr_scheduler.LRScheduler
+        length = decay_steps or 1  # linear and cosine reach here with a step budget only (see above)
         if cfg.name == "linear":
-            main = lr_scheduler.LinearLR(optimizer, 1.0, cfg.min_lr_ratio, total_iters=decay_steps)
+            main = lr_scheduler.LinearLR(optimizer, 1.0, cfg.min_lr_ratio, total_iters=length)
         elif cfg.name == "cosine":
             eta_min = [g["lr"] * cfg.min_lr_ratio for g in optimizer.param_groups][0]
-            main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=decay_steps, eta_min=eta_min)
+            main = lr_scheduler.CosineAnnealingLR(optimizer, T_max=length, eta_min=eta_min)
         elif cfg.name == "exponential":
             main = lr_scheduler.ExponentialLR(optimizer, gamma=cfg.gamma ** (1 / cfg.step_size))
         elif cfg.name == "step":

@@ -6,9 +6,10 @@ others set, instead of taking the strings apart itself.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Iterable, Iterator, Union
+from typing import Any, Union
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -44,7 +45,9 @@ class Overrides:
         try:
             return OverridesParser.create().parse_overrides(list(self.lines))
         except OverrideParseException as e:
-            raise ConfigError(f"cannot parse override {e.override!r}; use key=value (see Hydra's override grammar)") from e
+            raise ConfigError(
+                f"cannot parse override {e.override!r}; use key=value (see Hydra's override grammar)"
+            ) from e
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.lines)
@@ -71,7 +74,7 @@ class Overrides:
         A sweep's value is its text."""
         for o in reversed(self.parsed):
             if o.key_or_group == key and not o.is_delete():
-                return o.input_line.split("=", 1)[1] if o.is_sweep_override() else o.value()
+                return o.get_value_element_as_str() if o.is_sweep_override() else o.value()
         return None
 
     def values(self, key: str) -> list[Any]:

@@ -13,9 +13,10 @@ generic `evaluate` / `sample` and ensembles need (classes, probabilities) and th
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Optional
+from typing import Any, ClassVar, Optional, Protocol
 
 import torch
 
@@ -64,6 +65,14 @@ class Graph:
     outputs: list[str]
     axes: dict[str, dict[int, str]]  # the dynamic axes of each input and output, by label ("batch", "time")
     dynamo: bool = False  # ONNX: export with torch.export (the FFT) instead of the TorchScript exporter
+
+
+class RunnableGraph(Protocol):
+    """One graph of an export, run by onnxruntime or TorchScript (seqtrain/exported.py)."""
+
+    inputs: dict[str, Any]  # input name -> its spec, in the order the graph takes them
+
+    def __call__(self, **tensors: torch.Tensor) -> dict[str, torch.Tensor]: ...
 
 
 class Recipe:
@@ -121,7 +130,7 @@ class Recipe:
         """The graphs `seqtrain export` writes for a format."""
         raise ConfigError(f"the {self.name} recipe cannot be exported")
 
-    def from_export(self, graphs: dict[str, Callable[..., dict[str, torch.Tensor]]], state: dict) -> torch.nn.Module:
+    def from_export(self, graphs: dict[str, RunnableGraph], state: dict) -> torch.nn.Module:
         """A module that runs an export's graphs (each a callable of named tensors returning a dict of
         named tensors) in the place of the model, for `sample` and `evaluate`."""
         raise ConfigError(f"the {self.name} recipe cannot be exported")
@@ -131,7 +140,12 @@ class Recipe:
     def task(self, model: torch.nn.Module, model_cfg: Any, prepared: Prepared) -> Task:
         vocab = prepared.vocab
         return Task(
-            model, self.loss(model_cfg, vocab), self.summarize, prepared.collate, self.sizes, self.resolution,
+            model,
+            self.loss(model_cfg, vocab),
+            self.summarize,
+            prepared.collate,
+            self.sizes,
+            self.resolution,
             log_samples=lambda m, writer, step, totals: self.log_samples(m, vocab, writer, step, totals),
         )
 
@@ -144,4 +158,3 @@ class Recipe:
     def description(cls) -> str:
         """The first line of the recipe's docstring, for `seqtrain recipes`."""
         return (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
-

@@ -18,7 +18,7 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from omegaconf import OmegaConf
@@ -76,7 +76,7 @@ class RunDir:
     def saved_overrides(self) -> list[str]:
         if not self.config.is_file() or not self.overrides.is_file():
             raise ConfigError(f"{self.path} is not a seqtrain run dir (no config.yaml / overrides.yaml)")
-        return OmegaConf.to_container(OmegaConf.load(self.overrides))
+        return cast(list, OmegaConf.to_container(OmegaConf.load(self.overrides)))
 
     def write(self, resolved: dict, overrides: list[str], vocab: dict) -> None:
         """config.yaml is for people and for `sample`; overrides.yaml lets resume and evaluate re-compose it."""
@@ -88,7 +88,11 @@ class RunDir:
         """The run dirs whose models make up this run's predictions: a bagged run's members in order, or a
         plain run itself. `evaluate`, `sample` and `export` see runs through this."""
         folder = self.path / MEMBERS
-        found = sorted((d for d in folder.iterdir() if d.name.isdigit()), key=lambda d: int(d.name)) if folder.is_dir() else []
+        found = (
+            sorted((d for d in folder.iterdir() if d.name.isdigit()), key=lambda d: int(d.name))
+            if folder.is_dir()
+            else []
+        )
         return [RunDir(d) for d in found] or [self]
 
     def member(self, i: int) -> RunDir:
@@ -114,7 +118,9 @@ class RunDir:
         if run_dir is not None:
             path = Path(run_dir)
             if path.exists():
-                raise ConfigError(f"run dir {path} already exists; choose another run_dir or continue it with trainer.resume={path}")
+                raise ConfigError(
+                    f"run dir {path} already exists; choose another run_dir or continue it with trainer.resume={path}"
+                )
             path.mkdir(parents=True)
             return cls(path)
         base = Path("runs") / recipe / time.strftime("%Y%m%d-%H%M%S")

@@ -9,8 +9,9 @@ their own way.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -19,17 +20,19 @@ from seqtrain import checkpoint, distributed, ensembles, monitor, recipes, train
 from seqtrain.config import RunConfig, compose, expand_sweeps, load_run_config, saved_overrides
 from seqtrain.data.sampler import bootstrap
 from seqtrain.errors import ConfigError, Interrupted, SeqtrainError
+from seqtrain.evaluation import score
 from seqtrain.exported import home as export_home
 from seqtrain.overrides import Overrides
 from seqtrain.recipe import Prepared, Recipe, SampleOptions
-from seqtrain.rundir import RunDir, load_checkpoint, load_model
-from seqtrain.evaluation import score
 from seqtrain.resume import seed_everything
+from seqtrain.rundir import RunDir, load_checkpoint, load_model
 from seqtrain.task import SizedDataset, Task
 from seqtrain.trainer_config import TrainerConfig
 
 
-def fit(cfg: RunConfig, console: Console, on_validation: trainer.OnValidation | None = None) -> tuple[Path, dict[str, Any]]:
+def fit(
+    cfg: RunConfig, console: Console, on_validation: trainer.OnValidation | None = None
+) -> tuple[Path, dict[str, Any]]:
     """Train one run, as one process or as every rank of a distributed one; with trainer.bagging, its
     members one after another (see `_fit_bagged`). Data, model, batching and the monitored metric are
     checked before the run dir exists, so bad input leaves nothing behind. `on_validation` is passed to
@@ -38,13 +41,18 @@ def fit(cfg: RunConfig, console: Console, on_validation: trainer.OnValidation | 
         return _fit(cfg, console if world.main else Console(quiet=True), world, on_validation)
 
 
-def _fit(cfg: RunConfig, console: Console, world: distributed.World, on_validation: trainer.OnValidation | None) -> tuple[Path, dict[str, Any]]:
+def _fit(
+    cfg: RunConfig, console: Console, world: distributed.World, on_validation: trainer.OnValidation | None
+) -> tuple[Path, dict[str, Any]]:
     recipe = recipes.get(cfg.recipe)
     vocab, source = None, None
     if cfg.trainer.resume:
         run_dir = RunDir(cfg.trainer.resume)
         if bag := run_dir.bag():
-            raise ConfigError(f"{run_dir.path} is a member of the bagged run {bag.path}, which resumes as a whole: trainer.resume={bag.path}")
+            raise ConfigError(
+                f"{run_dir.path} is a member of the bagged run {bag.path}, which resumes as a whole: "
+                f"trainer.resume={bag.path}"
+            )
         vocab = load_checkpoint(run_dir.members()[0].path, cfg.recipe, prefer="last")["vocab"]
     elif cfg.trainer.init_from:
         source = init_source(RunDir(cfg.trainer.init_from), cfg.recipe)
@@ -55,8 +63,16 @@ def _fit(cfg: RunConfig, console: Console, world: distributed.World, on_validati
     return _train(cfg, recipe, prepared, prepared.splits["train"], console, world, on_validation, source)
 
 
-def _train(cfg: RunConfig, recipe: Recipe, prepared: Prepared, train_set: SizedDataset, console: Console,
-           world: distributed.World, on_validation: trainer.OnValidation | None, source: dict[str, Any] | None = None) -> tuple[Path, dict[str, float]]:
+def _train(
+    cfg: RunConfig,
+    recipe: Recipe,
+    prepared: Prepared,
+    train_set: SizedDataset,
+    console: Console,
+    world: distributed.World,
+    on_validation: trainer.OnValidation | None,
+    source: dict[str, Any] | None = None,
+) -> tuple[Path, dict[str, float]]:
     """Train one model on `train_set`, in a new run dir or in the one trainer.resume continues."""
     task, sampler = _task(cfg, recipe, prepared, train_set)
     resume_from = _resume_state(cfg) if cfg.trainer.resume else None
@@ -65,15 +81,31 @@ def _train(cfg: RunConfig, recipe: Recipe, prepared: Prepared, train_set: SizedD
     if source is not None:
         loaded, new = load_matching(task.model, source["model"])
         if world.main:
-            (run_dir.path / "init_from.json").write_text(json.dumps({"from": cfg.trainer.init_from, "loaded": loaded, "new": new}, indent=1))
-        console.print(f"init_from {cfg.trainer.init_from}: loaded {len(loaded)} tensors ({', '.join(loaded) or 'none'}); "
-                      f"new {len(new)} ({', '.join(new) or 'none'})")
+            (run_dir.path / "init_from.json").write_text(
+                json.dumps({"from": cfg.trainer.init_from, "loaded": loaded, "new": new}, indent=1)
+            )
+        console.print(
+            f"init_from {cfg.trainer.init_from}: loaded {len(loaded)} tensors ({', '.join(loaded) or 'none'}); "
+            f"new {len(new)} ({', '.join(new) or 'none'})"
+        )
     meta = {"recipe": cfg.recipe, "config": cfg.resolved, "vocab": prepared.vocab}
     try:
-        metrics = trainer.fit(task, train_set, prepared.splits["valid"], settings(cfg), run_dir.path, meta,
-                              sampler=sampler, resume_from=resume_from, on_validation=on_validation, console=console)
+        metrics = trainer.fit(
+            task,
+            train_set,
+            prepared.splits["valid"],
+            settings(cfg),
+            run_dir.path,
+            meta,
+            sampler=sampler,
+            resume_from=resume_from,
+            on_validation=on_validation,
+            console=console,
+        )
     except Interrupted as e:
-        raise Interrupted(f"{e}; resume with: seqtrain fit recipe={cfg.recipe} trainer.resume={(run_dir.bag() or run_dir).path}") from e
+        raise Interrupted(
+            f"{e}; resume with: seqtrain fit recipe={cfg.recipe} trainer.resume={(run_dir.bag() or run_dir).path}"
+        ) from e
     return run_dir.path, metrics
 
 
@@ -103,8 +135,14 @@ def _run_dir(cfg: RunConfig, vocab: dict, world: distributed.World) -> RunDir:
     return distributed.broadcast(run_dir if world.main else None)
 
 
-def _fit_bagged(cfg: RunConfig, recipe: Recipe, prepared: Prepared, console: Console, world: distributed.World,
-                on_validation: trainer.OnValidation | None) -> tuple[Path, dict[str, Any]]:
+def _fit_bagged(
+    cfg: RunConfig,
+    recipe: Recipe,
+    prepared: Prepared,
+    console: Console,
+    world: distributed.World,
+    on_validation: trainer.OnValidation | None,
+) -> tuple[Path, dict[str, Any]]:
     """trainer.bagging=K: K members trained one after another (on every rank), member i an ordinary run
     in members/<i> on bootstrap resample i of the training split, or on the whole split with
     trainer.bagging_resample=none (then only the seed tells members apart). All share the vocabulary, built once
@@ -115,7 +153,9 @@ def _fit_bagged(cfg: RunConfig, recipe: Recipe, prepared: Prepared, console: Con
     _task(cfg, recipe, prepared, prepared.splits["train"])  # bad input fails before any file is written
     bag = _run_dir(cfg, prepared.vocab, world)
     console.print(f"bagged run dir: {bag.path}  ({cfg.trainer.bagging} members)")
-    started = distributed.broadcast([d.path.name for d in bag.members() if d != bag])  # rank 0's view, before it adds any
+    started = distributed.broadcast(
+        [d.path.name for d in bag.members() if d != bag]
+    )  # rank 0's view, before it adds any
     for i in range(cfg.trainer.bagging):
         console.print(f"[bold]member {i + 1}/{cfg.trainer.bagging}[/bold]")
         member = member_config(cfg, i, bag.member(i), str(i) in started)
@@ -136,15 +176,22 @@ def member_overrides(cfg: TrainerConfig, i: int, member_dir: Path, resume: bool)
     dropout, batch order), and its even share of trainer.max_time; step and epoch budgets apply to each
     member as they stand, so a member trains as long as the same command without bagging would."""
     share = {"trainer.max_time": cfg.max_time / cfg.bagging} if cfg.max_time else {}
-    values = {"run_dir": str(member_dir), "trainer.resume": str(member_dir) if resume else None,
-              "trainer.seed": cfg.seed + i, "trainer.bagging": None, **share}
+    values = {
+        "run_dir": str(member_dir),
+        "trainer.resume": str(member_dir) if resume else None,
+        "trainer.seed": cfg.seed + i,
+        "trainer.bagging": None,
+        **share,
+    }
     return Overrides().with_values(values).as_list()
 
 
 def member_config(cfg: RunConfig, i: int, member_dir: RunDir, resume: bool) -> RunConfig:
     """Member i's config: the bag's overrides updated by `member_overrides`, composed (its run dir's
     overrides.yaml then re-composes the member alone)."""
-    return compose(cfg.recipe, cfg.overrides.updated(Overrides.of(member_overrides(cfg.trainer, i, member_dir.path, resume))))
+    return compose(
+        cfg.recipe, cfg.overrides.updated(Overrides.of(member_overrides(cfg.trainer, i, member_dir.path, resume)))
+    )
 
 
 def scalars(report: dict[str, Any]) -> dict[str, float]:
@@ -168,7 +215,9 @@ def sweep(recipe: str, overrides: Overrides, console: Console) -> tuple[Path, li
         console.print(f"[bold]sweep run {i + 1}/{len(combos)}[/bold]: {label}")
         result: dict[str, Any] = {"run_dir": str(parent.path / str(i)), "overrides": label}
         try:
-            run_dir, result["metrics"] = fit(compose(recipe, combo.with_values({"run_dir": str(parent.path / str(i))})), console)
+            run_dir, result["metrics"] = fit(
+                compose(recipe, combo.with_values({"run_dir": str(parent.path / str(i))})), console
+            )
             varied = Overrides.of([combo.lines[j] for j in swept])
             monitor.log_hparams(run_dir, {o.key_or_group: o.value() for o in varied.parsed}, result["metrics"])
         except SeqtrainError as e:
@@ -214,8 +263,10 @@ def init_source(run_dir: RunDir, recipe: str) -> dict[str, Any]:
     if not run_dir.path.is_dir():
         raise ConfigError(f"trainer.init_from={run_dir.path}: no such run dir")
     if run_dir.is_bagged():
-        raise ConfigError(f"trainer.init_from={run_dir.path} is a bagged run, whose members' weights do not average into one model; "
-                          f"start from one member, e.g. trainer.init_from={run_dir.member(0).path}")
+        raise ConfigError(
+            f"trainer.init_from={run_dir.path} is a bagged run, whose members' weights do not average into one model; "
+            f"start from one member, e.g. trainer.init_from={run_dir.member(0).path}"
+        )
     return load_checkpoint(run_dir.path, recipe)
 
 
@@ -231,4 +282,3 @@ def load_matching(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> t
 def only_one(paths: list[Path], recipe: str) -> None:
     if len(paths) > 1:
         raise ConfigError(f"only runs of a classifier recipe can be ensembled; {recipe} is not one, give one run")
-

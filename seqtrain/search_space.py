@@ -38,7 +38,8 @@ class Param:
         if isinstance(d, CategoricalDistribution):
             value = trial.suggest_categorical(self.key, d.choices)
             # by type as well: 1 == 1.0 == True, and a retried trial's values come back from the database
-            return f"{self.key}={next(s for c, s in zip(d.choices, self.spelled) if type(c) is type(value) and c == value)}"
+            spelled = next(s for c, s in zip(d.choices, self.spelled) if type(c) is type(value) and c == value)
+            return f"{self.key}={spelled}"
         suggest = trial.suggest_int if isinstance(d, IntDistribution) else trial.suggest_float
         return f"{self.key}={suggest(self.key, d.low, d.high, step=d.step, log=d.log)}"
 
@@ -56,16 +57,22 @@ class Param:
             return list(d.choices)
         if isinstance(d, IntDistribution) and not d.log:
             return list(range(d.low, d.high + 1, d.step))
-        raise ConfigError(f"{self.key}: --sampler grid needs a discrete space; use choice() or range() instead of interval()")
+        raise ConfigError(
+            f"{self.key}: --sampler grid needs a discrete space; use choice() or range() instead of interval()"
+        )
 
 
 def parse(overrides: Overrides | list[str]) -> tuple[Overrides, list[Param]]:
     """(overrides every trial gets, searched keys)."""
     parsed = Overrides.of(overrides).parsed
-    plain = Overrides.of(f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed if not o.is_sweep_override())
+    plain = Overrides.of(
+        f"{o.get_key_element()}={o.get_value_element_as_str()}" for o in parsed if not o.is_sweep_override()
+    )
     params = [_param(o) for o in parsed if o.is_sweep_override()]
     if not params:
-        raise ConfigError("nothing to search: give at least one key a range, e.g. 'optim.lr=tag(log, interval(1e-4, 1e-2))'")
+        raise ConfigError(
+            "nothing to search: give at least one key a range, e.g. 'optim.lr=tag(log, interval(1e-4, 1e-2))'"
+        )
     return plain, params
 
 
@@ -103,10 +110,15 @@ def check(recipe: str, plain: Overrides, params: list[Param]) -> RunConfig:
     objective = first.trainer.early_stopping
     for i, p in enumerate(params):
         for extreme in p.extremes():
-            cfg = first if extreme == firsts[i] else compose(recipe, plain + [*firsts[:i], extreme, *firsts[i + 1:]])
+            cfg = first if extreme == firsts[i] else compose(recipe, plain + [*firsts[:i], extreme, *firsts[i + 1 :]])
             _refuse_mismatch(p, _at(cfg.resolved, p.key))  # a text field whose default is null takes a number as text
-            if (cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode) != (objective.monitor, objective.mode):
-                raise ConfigError(f"{p.key}: the objective (trainer.early_stopping.monitor and mode) must be the same in every trial")
+            if (cfg.trainer.early_stopping.monitor, cfg.trainer.early_stopping.mode) != (
+                objective.monitor,
+                objective.mode,
+            ):
+                raise ConfigError(
+                    f"{p.key}: the objective (trainer.early_stopping.monitor and mode) must be the same in every trial"
+                )
             refuse_in_a_trial(cfg)
     refuse_in_a_trial(first)
     return first
@@ -115,9 +127,14 @@ def check(recipe: str, plain: Overrides, params: list[Param]) -> RunConfig:
 def refuse_in_a_trial(cfg: RunConfig) -> None:
     """What a trial cannot be: a launch of several processes, or a bag of several runs."""
     if cfg.trainer.devices > 1:
-        raise ConfigError("a study trains its trials in this process; drop trainer.devices and run more `seqtrain tune` workers instead")
+        raise ConfigError(
+            "a study trains its trials in this process; drop trainer.devices and run more `seqtrain tune` workers "
+            "instead"
+        )
     if cfg.trainer.bagging:
-        raise ConfigError("a trial is one run: drop trainer.bagging, tune one member's settings, then bag the best with seqtrain fit")
+        raise ConfigError(
+            "a trial is one run: drop trainer.bagging, tune one member's settings, then bag the best with seqtrain fit"
+        )
 
 
 def _refuse_mismatch(p: Param, value: Any) -> None:

@@ -55,18 +55,28 @@ def summarize(study: optuna.Study, study_dir: Path) -> Report:
     for t in trials:
         value = t.user_attrs.get("best")
         state = t.state.name.lower() + (f", retried as {retried_as[t.number]}" if t.number in retried_as else "")
-        rows.append({
-            "trial": str(t.number), "state": state, "value": "" if value is None else f"{value:.4g}",
-            "params": " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()),
-            "run dir": t.user_attrs.get("run_dir", ""),
-        })
+        rows.append(
+            {
+                "trial": str(t.number),
+                "state": state,
+                "value": "" if value is None else f"{value:.4g}",
+                "params": " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items()),
+                "run dir": t.user_attrs.get("run_dir", ""),
+            }
+        )
     result = Report(study_dir, identity["metric"], rows, None)
     if any(t.state == TrialState.COMPLETE for t in trials):
         best = study.best_trial
         overrides = best.user_attrs["overrides"]
         result.best = {
-            "study": study.study_name, "trial": best.number, "metric": identity["metric"], "mode": identity["mode"],
-            "value": best.value, "params": best.params, "run_dir": best.user_attrs["run_dir"], "overrides": overrides,
+            "study": study.study_name,
+            "trial": best.number,
+            "metric": identity["metric"],
+            "mode": identity["mode"],
+            "value": best.value,
+            "params": best.params,
+            "run_dir": best.user_attrs["run_dir"],
+            "overrides": overrides,
             "command": shlex.join(["seqtrain", "fit", f"recipe={identity['recipe']}", *overrides]),
         }
         (study_dir / "best.json").write_text(json.dumps(result.best, indent=1) + "\n")
@@ -85,8 +95,11 @@ def _plot(study: optuna.Study, result: Report) -> None:
     if sum(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) < 2:
         result.skipped_plots.append("all: they need two completed trials")
         return
-    for name, draw in (("history", plots.plot_optimization_history), ("importances", plots.plot_param_importances),
-                       ("parallel_coordinates", plots.plot_parallel_coordinate)):
+    for name, draw in (
+        ("history", plots.plot_optimization_history),
+        ("importances", plots.plot_param_importances),
+        ("parallel_coordinates", plots.plot_parallel_coordinate),
+    ):
         try:
             axes = draw(study, target_name=result.metric)
         except (ValueError, RuntimeError) as e:

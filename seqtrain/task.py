@@ -6,9 +6,10 @@ This module is the whole interface between the trainer and the recipes. A recipe
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Protocol, Sequence
+from typing import Any, Optional, Protocol
 
 import torch
 

@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional, cast
 
 import torch
 from rich.console import Console
 from torch.optim import swa_utils
+from torch.utils.data import Dataset
 
 from seqtrain import __version__, checkpoint, distributed
 from seqtrain.data.collate import to_device
@@ -57,9 +59,19 @@ class TrainState:
     world_size: int = 1  # ranks that consumed `batch_in_epoch` batches each
 
 
-def fit(task: Task, train_set: SizedDataset, valid_set: SizedDataset, settings: Settings, run_dir: Path, meta: dict[str, Any],
-        *, sampler: BucketBatchSampler, resume_from: dict[str, Any] | None = None,
-        on_validation: OnValidation | None = None, console: Console | None = None) -> dict[str, float]:
+def fit(
+    task: Task,
+    train_set: SizedDataset,
+    valid_set: SizedDataset,
+    settings: Settings,
+    run_dir: Path,
+    meta: dict[str, Any],
+    *,
+    sampler: BucketBatchSampler,
+    resume_from: dict[str, Any] | None = None,
+    on_validation: OnValidation | None = None,
+    console: Console | None = None,
+) -> dict[str, float]:
     """Train `task.model` in place and return the final validation metrics.
 
     `sampler` is the training sampler `preflight` returned (it ran before the run dir was made).
@@ -88,16 +100,25 @@ def fit(task: Task, train_set: SizedDataset, valid_set: SizedDataset, settings: 
     return loop.metrics
 
 
-def preflight(task: Task, train_set: SizedDataset, valid_set: SizedDataset, settings: Settings,
-              shuffle_train: bool) -> BucketBatchSampler:
+def preflight(
+    task: Task, train_set: SizedDataset, valid_set: SizedDataset, settings: Settings, shuffle_train: bool
+) -> BucketBatchSampler:
     """Find what is wrong with the batching, the data or the monitored metric before any file is
     written; return this rank's training sampler."""
     world, cfg, batching = distributed.current(), settings.trainer, settings.batching
     if world.size > 1 and not shuffle_train:
-        raise ConfigError("this data's batch order carries state (data.stateful), so it cannot be sharded: use trainer.devices=1")
+        raise ConfigError(
+            "this data's batch order carries state (data.stateful), so it cannot be sharded: use trainer.devices=1"
+        )
     sampler = BucketBatchSampler(
-        train_set.lengths, batching.batch_size, batching.max_tokens, shuffle=shuffle_train,
-        seed=cfg.seed, rank=world.rank, world_size=world.size, pool_batches=batching.pool_batches,
+        train_set.lengths,
+        batching.batch_size,
+        batching.max_tokens,
+        shuffle=shuffle_train,
+        seed=cfg.seed,
+        rank=world.rank,
+        world_size=world.size,
+        pool_batches=batching.pool_batches,
     )
     if len(sampler) == 0:
         raise ConfigError(f"the training split has fewer batches than ranks ({world.size}); each needs one")
@@ -105,7 +126,8 @@ def preflight(task: Task, train_set: SizedDataset, valid_set: SizedDataset, sett
     reported = task.summarize(score(task, task.model, valid_set, batching, device, max_batches=world.size))
     if cfg.early_stopping.monitor not in reported:
         raise ConfigError(
-            f"trainer.early_stopping.monitor={cfg.early_stopping.monitor!r} is not a metric; valid: {', '.join(reported)}"
+            f"trainer.early_stopping.monitor={cfg.early_stopping.monitor!r} is not a metric; valid: "
+            f"{', '.join(reported)}"
         )
     return sampler
 
@@ -113,10 +135,27 @@ def preflight(task: Task, train_set: SizedDataset, valid_set: SizedDataset, sett
 class Loop:
     """One run's training state and the parts `fit` calls, in the order it calls them."""
 
-    def __init__(self, task: Task, train_set: SizedDataset, valid_set: SizedDataset, settings: Settings, run_dir: RunDir,
-                 meta: dict[str, Any], sampler: BucketBatchSampler, on_validation: OnValidation | None, console: Console | None):
+    def __init__(
+        self,
+        task: Task,
+        train_set: SizedDataset,
+        valid_set: SizedDataset,
+        settings: Settings,
+        run_dir: RunDir,
+        meta: dict[str, Any],
+        sampler: BucketBatchSampler,
+        on_validation: OnValidation | None,
+        console: Console | None,
+    ):
         cfg = settings.trainer
-        self.task, self.valid_set, self.cfg, self.settings, self.run_dir, self.meta = task, valid_set, cfg, settings, run_dir, meta
+        self.task, self.valid_set, self.cfg, self.settings, self.run_dir, self.meta = (
+            task,
+            valid_set,
+            cfg,
+            settings,
+            run_dir,
+            meta,
+        )
         self.sampler, self.on_validation = sampler, on_validation
         self.console = console or Console(stderr=True, soft_wrap=True)
         self.world = distributed.current()
@@ -127,20 +166,25 @@ class Loop:
         self.model = task.model.to(self.device)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         wrapped = distributed.wrap(self.model, self.device)
-        self.forward_model = torch.compile(wrapped) if cfg.compile else wrapped
+        self.forward_model: Any = torch.compile(wrapped) if cfg.compile else wrapped  # a DDP wrapper has no_sync
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         self.emulated_bf16 = cfg.precision == "bf16" and not native_bf16(self.device)  # then oneDNN is off
         # With trainer.ema_decay, a moving average of the weights is what gets validated, kept and used: it
         # smooths the last updates' noise. The raw weights go on training and are saved only for resume.
         self.averaged = None
         if cfg.ema_decay is not None:
-            self.averaged = swa_utils.AveragedModel(self.model, multi_avg_fn=debiased_ema(cfg.ema_decay), use_buffers=True)
+            self.averaged = swa_utils.AveragedModel(
+                self.model, multi_avg_fn=debiased_ema(cfg.ema_decay), use_buffers=True
+            )
         self.evaluated = self.model if self.averaged is None else self.averaged.module
 
         # Batches, optimiser, schedule. The loader has its own generator, so making a new iterator (each
         # epoch, or at a resume) never draws from the global RNG that dropout uses.
-        self.loader = torch.utils.data.DataLoader(
-            train_set, batch_sampler=sampler, collate_fn=task.collate, num_workers=settings.batching.num_workers,
+        self.loader: torch.utils.data.DataLoader = torch.utils.data.DataLoader(
+            cast(Dataset, train_set),
+            batch_sampler=sampler,
+            collate_fn=task.collate,
+            num_workers=settings.batching.num_workers,
             generator=torch.Generator().manual_seed(cfg.seed),
         )
         steps_per_epoch = math.ceil(len(sampler) / cfg.grad_accum)
@@ -170,22 +214,33 @@ class Loop:
         if self.world.rank < len(rng):
             set_rng_state(rng[self.world.rank])
         if self.state.world_size != self.world.size:
-            self.state.batch_in_epoch = distributed.rescale_position(self.state.batch_in_epoch, self.state.world_size, self.world.size)
+            self.state.batch_in_epoch = distributed.rescale_position(
+                self.state.batch_in_epoch, self.state.world_size, self.world.size
+            )
             self.state.world_size = self.world.size
-        self.console.print(f"resumed from step {self.state.step} (epoch {self.state.epoch}, batch {self.state.batch_in_epoch})")
+        self.console.print(
+            f"resumed from step {self.state.step} (epoch {self.state.epoch}, batch {self.state.batch_in_epoch})"
+        )
 
     @contextmanager
     def running(self) -> Iterator[None]:
         """Signals become stop requests, the monitor is open, and oneDNN is off when bf16 is emulated."""
         with ExitStack() as stack:
             self.stop_requested = stack.enter_context(stop_requests())
-            self.monitor = stack.enter_context(closing(
-                Monitor(self.run_dir.path, self.total_steps, self.cfg.max_time, self.console, start_step=self.state.step)
-                if self.world.main else Silent()
-            ))
+            self.monitor = stack.enter_context(
+                closing(
+                    Monitor(
+                        self.run_dir.path, self.total_steps, self.cfg.max_time, self.console, start_step=self.state.step
+                    )
+                    if self.world.main
+                    else Silent()
+                )
+            )
             if self.emulated_bf16:
                 stack.enter_context(onednn_off())
-                self.monitor.message("trainer.precision=bf16: this CPU has no native bf16, so it is emulated (slower than fp32)")
+                self.monitor.message(
+                    "trainer.precision=bf16: this CPU has no native bf16, so it is emulated (slower than fp32)"
+                )
             self.meter = Meter(self.state.elapsed)
             self.window: Stats = {}
             self.model.train()
@@ -215,8 +270,10 @@ class Loop:
                 with self.autocast:  # the forward only: backward runs in the dtypes autocast chose
                     loss, stats = self.task.step(self.forward_model, batch)
                 if distributed.any_rank(not torch.isfinite(loss))[0]:
-                    raise TrainingError(f"loss became {loss.item()} at step {state.step + 1} (lr {current_lr(self.optimizer):.3g}); "
-                                        f"stopped, the last good checkpoint stays in {self.run_dir.checkpoints}")
+                    raise TrainingError(
+                        f"loss became {loss.item()} at step {state.step + 1} (lr {current_lr(self.optimizer):.3g}); "
+                        f"stopped, the last good checkpoint stays in {self.run_dir.checkpoints}"
+                    )
                 if self.settings.optim.l1 > 0:
                     loss = loss + self.settings.optim.l1 * l1_penalty(self.params)
                 (loss / cfg.grad_accum).backward()
@@ -226,10 +283,14 @@ class Loop:
             state.batch_in_epoch += 1
 
         state.step += 1
-        self.grad_norm = clip_gradients(self.params, cfg.clip_grad_norm, cfg.clip_grad_value, measure=self.logging_now())
+        self.grad_norm = clip_gradients(
+            self.params, cfg.clip_grad_norm, cfg.clip_grad_value, measure=self.logging_now()
+        )
         if self.grad_norm is not None and not torch.isfinite(self.grad_norm):
-            raise TrainingError(f"gradient norm became {self.grad_norm.item()} at step {state.step}; stopped before the update, "
-                                f"the last good checkpoint stays in {self.run_dir.checkpoints}")
+            raise TrainingError(
+                f"gradient norm became {self.grad_norm.item()} at step {state.step}; stopped before the update, "
+                f"the last good checkpoint stays in {self.run_dir.checkpoints}"
+            )
         if cfg.log_histograms_every and state.step % cfg.log_histograms_every == 0:
             self.monitor.histograms(self.model, state.step)
         self.optimizer.step()
@@ -258,20 +319,30 @@ class Loop:
         """The window's statistics and token counts, summed over ranks, as metrics, throughput and LR."""
         window = distributed.sum_stats(self.window)
         tokens, padded, seconds = self.meter.window()
+        assert self.grad_norm is not None  # measured on every logging step
         logged = self.task.summarize(window) | {"lr": current_lr(self.optimizer), "grad_norm": float(self.grad_norm)}
         logged["tokens_per_s"] = tokens / seconds
         if padded:
             logged["padding_efficiency"] = tokens / padded
         self.monitor.scalars("train", logged, self.state.step, self.state.epoch)
-        self.monitor.update(self.state.step, self.state.elapsed, {k: logged[k] for k in ("loss", "lr", "tokens_per_s") if k in logged})
+        self.monitor.update(
+            self.state.step, self.state.elapsed, {k: logged[k] for k in ("loss", "lr", "tokens_per_s") if k in logged}
+        )
         self.window = {}
 
     def validate(self) -> None:
         """Score the validation split; log it; keep best.pt by the selection rule, which also steps
         NewBob and counts early stopping's patience; save last.pt. Not counted in the window's tokens/s."""
         started = time.perf_counter()
-        stats = score(self.task, self.evaluated, self.valid_set, self.settings.batching, self.device, self.autocast,
-                      self.cfg.val_max_batches)
+        stats = score(
+            self.task,
+            self.evaluated,
+            self.valid_set,
+            self.settings.batching,
+            self.device,
+            self.autocast,
+            self.cfg.val_max_batches,
+        )
         self.metrics = self.task.summarize(stats)
         self.monitor.scalars("valid", self.metrics, self.state.step, self.state.epoch)
         self.monitor.message(f"validation at step {self.state.step}: {format_metrics(self.metrics)}")
@@ -294,10 +365,20 @@ class Loop:
         averaged = self.averaged
         checkpoint.save(
             {
-                **self.meta, "seqtrain_version": __version__, "metrics": self.metrics,
-                "model": self.evaluated.state_dict(), "optimizer": self.optimizer.state_dict(), "schedule": self.schedule.state_dict(),
-                **({"training_model": self.model.state_dict(), "ema_updates": int(averaged.n_averaged)} if averaged else {}),
-                "trainer": asdict(self.state), "rng": rng[0], **({"rng_ranks": rng} if self.world.size > 1 else {}),
+                **self.meta,
+                "seqtrain_version": __version__,
+                "metrics": self.metrics,
+                "model": self.evaluated.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "schedule": self.schedule.state_dict(),
+                **(
+                    {"training_model": self.model.state_dict(), "ema_updates": int(averaged.n_averaged)}
+                    if averaged
+                    else {}
+                ),
+                "trainer": asdict(self.state),
+                "rng": rng[0],
+                **({"rng_ranks": rng} if self.world.size > 1 else {}),
             },
             self.run_dir.checkpoint(name),
         )
@@ -355,7 +436,9 @@ class Selection:
             improved = True
         else:
             gain = sign * (state.best - value)  # > 0: better than the best so far
-            tie_broken = monitor != "loss" and loss is not None and state.best_loss is not None and loss < state.best_loss
+            tie_broken = (
+                monitor != "loss" and loss is not None and state.best_loss is not None and loss < state.best_loss
+            )
             improved = gain > tolerance or (gain >= -tolerance and tie_broken)
         if improved:
             state.best = value if state.best is None else (min if sign > 0 else max)(state.best, value)

@@ -61,7 +61,9 @@ class LoopConfig:
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"trainer.ema_decay must be between 0 and 1 (e.g. 0.999) or null, got {self.ema_decay}")
         if self.scale_lr_with_world not in ("none", "linear", "sqrt"):
-            raise ConfigError(f"trainer.scale_lr_with_world must be none, linear or sqrt, got {self.scale_lr_with_world!r}")
+            raise ConfigError(
+                f"trainer.scale_lr_with_world must be none, linear or sqrt, got {self.scale_lr_with_world!r}"
+            )
 
 
 @dataclass
@@ -79,8 +81,12 @@ class TrainerConfig(LoopConfig):
         if self.bagging is not None and self.bagging < 2:
             raise ConfigError(f"trainer.bagging must be the number of members, at least 2, or null; got {self.bagging}")
         if self.bagging_resample not in BAGGING_RESAMPLES:
-            raise ConfigError(f"trainer.bagging_resample must be {' or '.join(BAGGING_RESAMPLES)}, got {self.bagging_resample!r}")
+            raise ConfigError(
+                f"trainer.bagging_resample must be {' or '.join(BAGGING_RESAMPLES)}, got {self.bagging_resample!r}"
+            )
         if self.bagging and self.init_from:
-            raise ConfigError("trainer.bagging trains its members from scratch; it does not combine with trainer.init_from")
+            raise ConfigError(
+                "trainer.bagging trains its members from scratch; it does not combine with trainer.init_from"
+            )
         if self.devices < 1:
             raise ConfigError(f"trainer.devices must be >= 1, got {self.devices}")

@@ -8,7 +8,7 @@ hypotheses and references are detokenised text: sacrebleu tokenises them itself 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from sacrebleu.metrics import BLEU, CHRF

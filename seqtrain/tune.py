@@ -14,10 +14,10 @@ import json
 import shlex
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterator
 
 import optuna
 from optuna.exceptions import DuplicatedStudyError, ExperimentalWarning
@@ -67,8 +67,12 @@ def tune(recipe: str, overrides: Overrides | list[str], options: TuneOptions, co
     name = options.study or time.strftime("%Y%m%d-%H%M%S")
     study_dir = Path(study_dir_given if study_dir_given else Path("runs") / recipe / f"tune-{name}")
     url = options.storage or f"sqlite:///{(study_dir / 'study.db').absolute()}"
-    identity = {"recipe": recipe, "overrides": sorted(overrides.without("run_dir")),
-                "metric": goal.monitor, "mode": goal.mode}
+    identity = {
+        "recipe": recipe,
+        "overrides": sorted(overrides.without("run_dir")),
+        "metric": goal.monitor,
+        "mode": goal.mode,
+    }
     with quiet_optuna():
         if not options.storage:
             study_dir.mkdir(parents=True, exist_ok=True)  # for SQLite's file; a named database is reached first
@@ -77,7 +81,9 @@ def tune(recipe: str, overrides: Overrides | list[str], options: TuneOptions, co
         study = _open_study(storage, name, identity, sampler, _pruner(options))
         (study_dir / "study.json").write_text(json.dumps({"study": name, "storage": _shown(url)}, indent=1))
         command = _continue_command(recipe, overrides, options, name)
-        objective = Objective(study, study_dir, recipe, plain, params, goal.monitor, options.pruner, trials, command, console)
+        objective = Objective(
+            study, study_dir, recipe, plain, params, goal.monitor, options.pruner, trials, command, console
+        )
         _work(study, objective, trials, options, console)
     return study_dir
 
@@ -95,12 +101,15 @@ def _continue_command(recipe: str, overrides: Overrides, options: TuneOptions, n
 def open_storage(url: str, heartbeat: int | None) -> RDBStorage:
     """The study's database; SQLite waits for a busy database rather than failing when workers write at
     once. Workers that start together on a new database race to create its tables: the losers try again."""
-    for attempt in range(3):
+    for _ in range(3):
         try:
             return RDBStorage(
-                url, engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
+                url,
+                engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
                 heartbeat_interval=heartbeat,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES) if heartbeat else None,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
+                if heartbeat
+                else None,
             )
         except (SQLAlchemyError, ImportError, ValueError) as e:
             error = e
@@ -116,8 +125,19 @@ class Objective:
     """One trial: draw its values, train its run dir, report each validation to the pruner, and return
     the monitored metric of its best checkpoint (the value the run keeps)."""
 
-    def __init__(self, study: optuna.Study, study_dir: Path, recipe: str, plain: Overrides, params: list[search_space.Param],
-                 metric: str, pruner: str, trials: int, command: str, console: Console):
+    def __init__(
+        self,
+        study: optuna.Study,
+        study_dir: Path,
+        recipe: str,
+        plain: Overrides,
+        params: list[search_space.Param],
+        metric: str,
+        pruner: str,
+        trials: int,
+        command: str,
+        console: Console,
+    ):
         self.study, self.study_dir, self.recipe, self.plain, self.params = study, study_dir, recipe, plain, params
         self.metric, self.pruner, self.trials, self.command, self.console = metric, pruner, trials, command, console
 
@@ -137,7 +157,8 @@ class Objective:
             validations += 1  # the pruner's step: comparable between trials that take steps of other sizes
             trial.report(metrics[self.metric], validations)
             if trial.should_prune():
-                pruned = f"pruned by the {self.pruner} pruner at validation {validations} ({self.metric} {metrics[self.metric]:.4g})"
+                value = metrics[self.metric]
+                pruned = f"pruned by the {self.pruner} pruner at validation {validations} ({self.metric} {value:.4g})"
             return pruned
 
         try:
@@ -145,7 +166,9 @@ class Objective:
             _, metrics = runs.fit(compose(self.recipe, trial_overrides), self.console, on_validation)
         except Interrupted as e:
             RetryHeartbeatStaleTrialCallback()(self.study, self._frozen(trial))
-            raise Interrupted(f"{e}; or continue the study, where trial {trial.number} runs again, with: {self.command}") from e
+            raise Interrupted(
+                f"{e}; or continue the study, where trial {trial.number} runs again, with: {self.command}"
+            ) from e
         except SeqtrainError as e:
             trial.set_user_attr("error", str(e))
             raise TrialFailed(str(e)) from e
@@ -197,13 +220,20 @@ def _work(study: optuna.Study, objective: Objective, trials: int, options: TuneO
     console.print(f"--timeout {options.timeout:g}s reached: this worker starts no more trials")
 
 
-def _open_study(storage: RDBStorage, name: str, identity: dict, sampler: optuna.samplers.BaseSampler,
-                pruner: optuna.pruners.BasePruner) -> optuna.Study:
+def _open_study(
+    storage: RDBStorage,
+    name: str,
+    identity: dict,
+    sampler: optuna.samplers.BaseSampler,
+    pruner: optuna.pruners.BasePruner,
+) -> optuna.Study:
     """Create the study, or join it when it exists. A joining worker draws with its own unseeded sampler
     (with the creator's seed it would draw the creator's values), and must search the same space."""
     direction = "maximize" if identity["mode"] == "max" else "minimize"
     try:
-        study = optuna.create_study(storage=storage, study_name=name, direction=direction, sampler=sampler, pruner=pruner)
+        study = optuna.create_study(
+            storage=storage, study_name=name, direction=direction, sampler=sampler, pruner=pruner
+        )
     except DuplicatedStudyError:
         sampler.reseed_rng()
         study = optuna.load_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
@@ -211,13 +241,16 @@ def _open_study(storage: RDBStorage, name: str, identity: dict, sampler: optuna.
     if started is None:
         study.set_user_attr("seqtrain", identity)
     elif started != identity:
-        raise ConfigError(f"study {name} was started with other settings ({_describe(started)}); "
-                          f"give the same ones, or another --study")
+        raise ConfigError(
+            f"study {name} was started with other settings ({_describe(started)}); "
+            f"give the same ones, or another --study"
+        )
     return study
 
 
 def _describe(identity: dict) -> str:
-    return f"recipe={identity['recipe']} {' '.join(identity['overrides'])}, objective {identity['mode']} {identity['metric']}"
+    overrides = " ".join(identity["overrides"])
+    return f"recipe={identity['recipe']} {overrides}, objective {identity['mode']} {identity['metric']}"
 
 
 def _sampler(options: TuneOptions, params: list[search_space.Param]) -> optuna.samplers.BaseSampler:

@@ -11,11 +11,17 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import random  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+import soundfile  # noqa: E402
 import torch  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from seqtrain.cli import app  # noqa: E402
 
 torch.set_num_threads(1)
 
+RUNNER = CliRunner()
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 EPS32 = torch.finfo(torch.float32).eps
 
@@ -51,8 +57,31 @@ def corpus(tmp_path_factory) -> Path:
 def tiny_overrides(corpus: Path, *extra: str) -> list[str]:
     """A char_lm config that trains in a second or two."""
     return [
-        "data=text", f"data.path={corpus}", "data.seq_len=32", "data.batch_size=16", "sched=constant",
-        "model.hidden_size=32", "model.num_layers=1", "model.embedding_dim=16", "model.dropout=0.0",
-        "trainer.max_time=null", "trainer.max_steps=30", "trainer.val_every_steps=10",
-        "trainer.val_max_batches=5", "trainer.log_every_steps=5", *extra,
+        "data=text",
+        f"data.path={corpus}",
+        "data.seq_len=32",
+        "data.batch_size=16",
+        "sched=constant",
+        "model.hidden_size=32",
+        "model.num_layers=1",
+        "model.embedding_dim=16",
+        "model.dropout=0.0",
+        "trainer.max_time=null",
+        "trainer.max_steps=30",
+        "trainer.val_every_steps=10",
+        "trainer.val_max_batches=5",
+        "trainer.log_every_steps=5",
+        *extra,
     ]
+
+
+def seqtrain(*args):
+    """`seqtrain ARGS...` run in this process, as a user types it; paths may be given as Path objects."""
+    return RUNNER.invoke(app, [str(a) for a in args])
+
+
+def write_wav(path: Path, seconds: float = 0.1, rate: int = 16000, seed: int = 0) -> Path:
+    """A clip of white noise, as a stand-in for a recording."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    soundfile.write(str(path), np.random.default_rng(seed).normal(0, 0.1, int(seconds * rate)).astype("float32"), rate)
+    return path

@@ -23,21 +23,49 @@ CASES = {
     "fbank40": ("fbank", (0, 1), dict(num_mel_bins=40)),
     "fbank23_8k_no_snip": ("fbank", (1,), dict(num_mel_bins=23, sample_frequency=8000.0, snip_edges=False)),
     "fbank_hamming_plain": (
-        "fbank", (0, 1),
-        dict(num_mel_bins=23, window_type="hamming", preemphasis_coefficient=0.0, remove_dc_offset=False,
-             round_to_power_of_two=False, low_freq=100.0, high_freq=-400.0),
+        "fbank",
+        (0, 1),
+        dict(
+            num_mel_bins=23,
+            window_type="hamming",
+            preemphasis_coefficient=0.0,
+            remove_dc_offset=False,
+            round_to_power_of_two=False,
+            low_freq=100.0,
+            high_freq=-400.0,
+        ),
     ),
-    "fbank_blackman_energy": ("fbank", (0, 1), dict(num_mel_bins=40, window_type="blackman", use_energy=True, energy_floor=0.0)),
-    "fbank_energy_htk_windowed": ("fbank", (0,), dict(num_mel_bins=23, use_energy=True, raw_energy=False, htk_compat=True)),
+    "fbank_blackman_energy": (
+        "fbank",
+        (0, 1),
+        dict(num_mel_bins=40, window_type="blackman", use_energy=True, energy_floor=0.0),
+    ),
+    "fbank_energy_htk_windowed": (
+        "fbank",
+        (0,),
+        dict(num_mel_bins=23, use_energy=True, raw_energy=False, htk_compat=True),
+    ),
     "mfcc13": ("mfcc", (0, 1), dict(num_mel_bins=23, num_ceps=13, cepstral_lifter=22.0)),
-    "mfcc_energy_blackman": ("mfcc", (0, 1), dict(num_mel_bins=23, num_ceps=13, use_energy=True, window_type="blackman")),
+    "mfcc_energy_blackman": (
+        "mfcc",
+        (0, 1),
+        dict(num_mel_bins=23, num_ceps=13, use_energy=True, window_type="blackman"),
+    ),
     "mfcc_htk_no_lifter": ("mfcc", (1,), dict(num_mel_bins=30, num_ceps=20, htk_compat=True, cepstral_lifter=0.0)),
 }
 # Options that the stored cases leave out and the live comparison covers.
 LIVE_ONLY = {
     "fbank_subtract_mean": ("fbank", (0, 1), dict(num_mel_bins=40, subtract_mean=True, use_energy=True)),
-    "fbank_linear_magnitude": ("fbank", (0, 1), dict(num_mel_bins=30, window_type="hanning", use_log_fbank=False, use_power=False)),
-    "mfcc_subtract_mean_no_snip": ("mfcc", (0, 1), dict(num_mel_bins=23, num_ceps=13, subtract_mean=True, snip_edges=False)),
+    "fbank_linear_magnitude": (
+        "fbank",
+        (0, 1),
+        dict(num_mel_bins=30, window_type="hanning", use_log_fbank=False, use_power=False),
+    ),
+    "mfcc_subtract_mean_no_snip": (
+        "mfcc",
+        (0, 1),
+        dict(num_mel_bins=23, num_ceps=13, subtract_mean=True, snip_edges=False),
+    ),
 }
 
 
@@ -61,7 +89,7 @@ def batched(function: str, utterances: tuple[int, ...], kaldi_args: dict, dtype=
     wave = torch.nn.utils.rnn.pad_sequence(signals, batch_first=True)
     lengths = torch.tensor([len(s) for s in signals])
     feats, frame_lengths = ours(function, kaldi_args)(wave, lengths)
-    assert (feats[0, frame_lengths[0]:] == 0).all() and (feats[-1, frame_lengths[-1]:] == 0).all()
+    assert (feats[0, frame_lengths[0] :] == 0).all() and (feats[-1, frame_lengths[-1] :] == 0).all()
     return [f[:n] for f, n in zip(feats, frame_lengths.tolist())]
 
 
@@ -78,14 +106,18 @@ def log_tolerance(log_energies: torch.Tensor) -> torch.Tensor:
 def test_float32_features_match_torchaudio_float64_within_float32_precision(case):
     reference = torch.load(FIXTURE, weights_only=True)
     function, utterances, kaldi_args = CASES[case]
-    for index, (got, expected) in enumerate(zip(batched(function, utterances, kaldi_args), reference[case], strict=True)):
+    for index, (got, expected) in enumerate(
+        zip(batched(function, utterances, kaldi_args), reference[case], strict=True)
+    ):
         assert got.shape == expected.shape
         if function == "fbank":
             bound = log_tolerance(expected)
         else:  # the cepstra are a lifted DCT of the log filterbank: its tolerance carries through
             log_mel = reference[f"{case}/log_mel"][index]
             mfcc = ours(function, kaldi_args)
-            lifter = mfcc.lifter.double() if mfcc.lifter is not None else torch.ones(mfcc.num_features, dtype=torch.float64)
+            lifter = (
+                mfcc.lifter.double() if mfcc.lifter is not None else torch.ones(mfcc.num_features, dtype=torch.float64)
+            )
             bound = (log_tolerance(log_mel) @ mfcc.dct.double().abs()) * lifter
             if kaldi_args.get("use_energy"):
                 bound[:, 0] = log_tolerance(expected[:, :1])[:, 0]
@@ -97,7 +129,9 @@ def test_float32_features_match_torchaudio_float64_within_float32_precision(case
 
 def test_double_precision_input_gives_double_features_close_to_torchaudio_in_double():
     reference = torch.load(FIXTURE, weights_only=True)
-    for got, expected in zip(batched("fbank", (0, 1), dict(num_mel_bins=40), dtype=torch.float64), reference["fbank40"]):
+    for got, expected in zip(
+        batched("fbank", (0, 1), dict(num_mel_bins=40), dtype=torch.float64), reference["fbank40"]
+    ):
         assert got.dtype == torch.float64
         # ours holds its window (and filters) in float32, rounded once; torchaudio computes its window in float64
         assert ((got - expected).abs() <= log_tolerance(expected)).all()
@@ -105,7 +139,9 @@ def test_double_precision_input_gives_double_features_close_to_torchaudio_in_dou
 
 @pytest.mark.parametrize("case", [*CASES, *LIVE_ONLY])
 def test_features_equal_live_torchaudio_exactly(case):
-    kaldi = pytest.importorskip("torchaudio.compliance.kaldi", reason="torchaudio is not installed (make parity tests it)")
+    kaldi = pytest.importorskip(
+        "torchaudio.compliance.kaldi", reason="torchaudio is not installed (make parity tests it)"
+    )
     function, utterances, kaldi_args = {**CASES, **LIVE_ONLY}[case]
     signals = [reference_signals()[i] for i in utterances]
     expected = [getattr(kaldi, function)(s[None], dither=0.0, **kaldi_args) for s in signals]
@@ -201,12 +237,14 @@ def test_a_wav_without_samples_is_a_data_error(tmp_path):
 
 
 @pytest.mark.parametrize("snip_edges", [True, False])
-@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))])
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))]
+)
 def test_padding_never_changes_features(snip_edges, device):
     signals = reference_signals()
     fbank = audio.Fbank(num_mel_bins=40, snip_edges=snip_edges).to(device)
     wave = torch.nn.utils.rnn.pad_sequence(signals, batch_first=True).to(device)
-    wave[1, len(signals[1]):] = 7.0  # garbage in the padding must not leak into real frames
+    wave[1, len(signals[1]) :] = 7.0  # garbage in the padding must not leak into real frames
     feats, frame_lengths = fbank(wave, torch.tensor([len(s) for s in signals], device=device))
     for row, n, signal in zip(feats, frame_lengths.tolist(), signals):
         alone, alone_lengths = fbank(signal[None].to(device))
@@ -262,10 +300,26 @@ def test_spec_augment_masks_bands_inside_each_utterance():
     feats, lengths = padded_features()
     feats = audio.normalize_utterances(feats, lengths) + 10  # no real value is 0 ...
     feats[1, 7:], feats[2, 3:] = 0, 0  # ... and padding is
-    out = augment.spec_augment(feats, lengths, torch.Generator().manual_seed(0), time_masks=2, max_time_width=4,
-                               max_time_fraction=0.5, freq_masks=1, max_freq_width=2)
-    again = augment.spec_augment(feats, lengths, torch.Generator().manual_seed(0), time_masks=2, max_time_width=4,
-                                 max_time_fraction=0.5, freq_masks=1, max_freq_width=2)
+    out = augment.spec_augment(
+        feats,
+        lengths,
+        torch.Generator().manual_seed(0),
+        time_masks=2,
+        max_time_width=4,
+        max_time_fraction=0.5,
+        freq_masks=1,
+        max_freq_width=2,
+    )
+    again = augment.spec_augment(
+        feats,
+        lengths,
+        torch.Generator().manual_seed(0),
+        time_masks=2,
+        max_time_width=4,
+        max_time_fraction=0.5,
+        freq_masks=1,
+        max_freq_width=2,
+    )
     assert torch.equal(out, again)
     for row, n in zip(out, lengths.tolist()):
         assert (row[n:] == 0).all()

@@ -1,6 +1,7 @@
 """trainer.bagging=K (seqtrain/runs.py, the resample in seqtrain/data/sampler.py): K sentiment members on
-bootstrap resamples (or, with trainer.bagging_resample=none, the whole split) in one run dir, which evaluate and sample treat as one averaged ensemble; resume
-continues the member that was stopped; bad values and recipes that cannot be bagged are one line."""
+bootstrap resamples (or, with trainer.bagging_resample=none, the whole split) in one run dir, which evaluate
+and sample treat as one averaged ensemble; resume continues the member that was stopped; bad values and
+recipes that cannot be bagged are one line."""
 
 import json
 import os
@@ -10,10 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from typer.testing import CliRunner
 
+from conftest import seqtrain
 from seqtrain import checkpoint, runs
-from seqtrain.cli import app
 from seqtrain.config import compose
 from seqtrain.data.sampler import bootstrap
 from seqtrain.recipes import sentiment
@@ -21,15 +21,17 @@ from seqtrain.recipes.sentiment import Sentiment, SentimentLoss
 from seqtrain.rundir import RunDir
 from seqtrain.trainer_config import TrainerConfig
 
-runner = CliRunner()
 TINY = [
-    "model.embedding_dim=16", "model.hidden_size=16", "data.batch_size=32", "data.n_train=400", "data.n_valid=100",
-    "trainer.max_time=null", "trainer.max_epochs=null", "trainer.max_steps=6", "trainer.val_every_steps=3",
+    "model.embedding_dim=16",
+    "model.hidden_size=16",
+    "data.batch_size=32",
+    "data.n_train=400",
+    "data.n_valid=100",
+    "trainer.max_time=null",
+    "trainer.max_epochs=null",
+    "trainer.max_steps=6",
+    "trainer.val_every_steps=3",
 ]
-
-
-def seqtrain(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def fit(*overrides):
@@ -63,8 +65,15 @@ def test_a_bootstrap_resample_is_seed_determined_as_large_as_the_split_drawn_wit
 def test_each_member_has_its_seed_and_an_even_share_of_the_time_budget():
     cfg = TrainerConfig(max_time=1200, bagging=5, seed=7)
     assert runs.member_overrides(cfg, 2, Path("bag/members/2"), resume=False) == [
-        "run_dir=bag/members/2", "trainer.resume=null", "trainer.seed=9", "trainer.bagging=null", "trainer.max_time=240.0"]
-    assert "trainer.resume=bag/members/2" in runs.member_overrides(TrainerConfig(max_steps=9, bagging=5), 2, Path("bag/members/2"), resume=True)
+        "run_dir=bag/members/2",
+        "trainer.resume=null",
+        "trainer.seed=9",
+        "trainer.bagging=null",
+        "trainer.max_time=240.0",
+    ]
+    assert "trainer.resume=bag/members/2" in runs.member_overrides(
+        TrainerConfig(max_steps=9, bagging=5), 2, Path("bag/members/2"), resume=True
+    )
 
 
 def member_dirs(run_dir):
@@ -112,7 +121,9 @@ def test_sentiment_members_train_on_the_whole_split_by_default_each_with_its_own
     monkeypatch.setattr(runs.trainer, "fit", recording_fit)
     final = fit("trainer.bagging=2", "trainer.max_steps=2", f"run_dir={tmp_path / 'bag'}")
     full = Sentiment().prepare(compose("sentiment", TINY).data, None, ("train",)).splits["train"]
-    assert [type(t) for t in trained_on] == [sentiment.Encoded] * 2 and all(t.lengths == full.lengths for t in trained_on)
+    assert [type(t) for t in trained_on] == [sentiment.Encoded] * 2 and all(
+        t.lengths == full.lengths for t in trained_on
+    )
     members = [checkpoint.load(m / "checkpoints" / "last.pt") for m in member_dirs(tmp_path / "bag")]
     assert [m["config"]["trainer"]["seed"] for m in members] == [1234, 1235]
     assert not torch.equal(members[0]["model"]["head.1.weight"], members[1]["model"]["head.1.weight"])
@@ -136,9 +147,13 @@ def test_evaluate_and_sample_treat_a_bagged_run_as_the_ensemble_of_its_members(b
     report = json.loads(seqtrain("evaluate", run_dir).stdout)
     assert report == json.loads(seqtrain("evaluate", *members).stdout)
     assert [m["run_dir"] for m in report["members"]] == [str(m) for m in members]
-    assert report["ensemble"]["accuracy"] == final["accuracy"] and report["ensemble"]["nll"] == pytest.approx(final["nll"])
+    assert report["ensemble"]["accuracy"] == final["accuracy"] and report["ensemble"]["nll"] == pytest.approx(
+        final["nll"]
+    )
     text = "the story is somewhat dull and extremely charming"
-    alone = [json.loads(seqtrain("sample", member, "--text", text).stdout)["probabilities"]["positive"] for member in members]
+    alone = [
+        json.loads(seqtrain("sample", member, "--text", text).stdout)["probabilities"]["positive"] for member in members
+    ]
     together = json.loads(seqtrain("sample", run_dir, "--text", text).stdout)
     assert together["probabilities"]["positive"] == pytest.approx(sum(alone) / 3, abs=2e-4)
 
@@ -170,14 +185,33 @@ def test_a_bagged_run_stopped_mid_member_resumes_to_the_weights_of_an_uninterrup
         assert whole.keys() == again.keys() and all(torch.equal(v, again[k]) for k, v in whole.items())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["recipe=sentiment", "trainer.bagging=0"], "trainer.bagging must be the number of members, at least 2, or null; got 0"),
-    (["recipe=sentiment", "trainer.bagging=-3"], "trainer.bagging must be the number of members, at least 2, or null; got -3"),
-    (["recipe=speech", "trainer.bagging=1"], "trainer.bagging must be the number of members, at least 2, or null; got 1"),
-    (["recipe=char_lm", "trainer.bagging=3"], "trainer.bagging averages class probabilities, so only a classifier recipe's runs can be bagged; char_lm is not one"),
-    (["recipe=seq2seq", "trainer.bagging=3"], "seq2seq is not one"),
-    (["recipe=sentiment", "trainer.bagging=3", "trainer.bagging_resample=half"], "trainer.bagging_resample must be bootstrap or none, got 'half'"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["recipe=sentiment", "trainer.bagging=0"],
+            "trainer.bagging must be the number of members, at least 2, or null; got 0",
+        ),
+        (
+            ["recipe=sentiment", "trainer.bagging=-3"],
+            "trainer.bagging must be the number of members, at least 2, or null; got -3",
+        ),
+        (
+            ["recipe=speech", "trainer.bagging=1"],
+            "trainer.bagging must be the number of members, at least 2, or null; got 1",
+        ),
+        (
+            ["recipe=char_lm", "trainer.bagging=3"],
+            "trainer.bagging averages class probabilities, so only a classifier recipe's runs can be bagged; char_lm "
+            "is not one",
+        ),
+        (["recipe=seq2seq", "trainer.bagging=3"], "seq2seq is not one"),
+        (
+            ["recipe=sentiment", "trainer.bagging=3", "trainer.bagging_resample=half"],
+            "trainer.bagging_resample must be bootstrap or none, got 'half'",
+        ),
+    ],
+)
 def test_bad_bagging_is_one_line_exit_2_and_creates_nothing(tmp_path, args, message):
     result = seqtrain("fit", *args, f"run_dir={tmp_path / 'run'}")
     assert result.exit_code == 2 and result.stderr.startswith("error: ") and message in result.stderr
@@ -188,11 +222,23 @@ def test_bad_bagging_is_one_line_exit_2_and_creates_nothing(tmp_path, args, mess
 def test_a_bagged_run_is_resumed_and_fine_tuned_from_as_a_whole_or_refused_in_one_line(bag, tmp_path):
     run_dir, _, _ = bag
     for args, message in [
-        ([f"trainer.resume={run_dir / 'members' / '1'}"], f"is a member of the bagged run {run_dir}, which resumes as a whole: trainer.resume={run_dir}"),
+        (
+            [f"trainer.resume={run_dir / 'members' / '1'}"],
+            f"is a member of the bagged run {run_dir}, which resumes as a whole: trainer.resume={run_dir}",
+        ),
         ([f"trainer.resume={run_dir}", "trainer.bagging=4"], "trainer.bagging cannot change when a run resumes"),
-        ([f"trainer.resume={run_dir}", "trainer.bagging_resample=none"], "trainer.bagging_resample cannot change when a run resumes"),
-        ([f"trainer.init_from={run_dir}", f"run_dir={tmp_path / 'new'}"], f"start from one member, e.g. trainer.init_from={run_dir / 'members' / '0'}"),
-        (["trainer.bagging=2", f"trainer.init_from={run_dir / 'members' / '0'}"], "does not combine with trainer.init_from"),
+        (
+            [f"trainer.resume={run_dir}", "trainer.bagging_resample=none"],
+            "trainer.bagging_resample cannot change when a run resumes",
+        ),
+        (
+            [f"trainer.init_from={run_dir}", f"run_dir={tmp_path / 'new'}"],
+            f"start from one member, e.g. trainer.init_from={run_dir / 'members' / '0'}",
+        ),
+        (
+            ["trainer.bagging=2", f"trainer.init_from={run_dir / 'members' / '0'}"],
+            "does not combine with trainer.init_from",
+        ),
     ]:
         result = seqtrain("fit", "recipe=sentiment", *args)
         assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1

@@ -39,7 +39,9 @@ def test_scoring_windows_are_eval_seq_len_long_and_give_each_character_its_windo
     assert max(train.lengths) == 32 and valid.lengths[0] == 1000
     assert sum(valid.lengths) == len(valid.tokens) - 1  # every character but the first is scored, once
     torch.manual_seed(0)
-    model = CharLM().build_model(char_lm.ModelConfig(hidden_size=16, num_layers=1, embedding_dim=8), prepared.vocab).eval()
+    model = (
+        CharLM().build_model(char_lm.ModelConfig(hidden_size=16, num_layers=1, embedding_dim=8), prepared.vocab).eval()
+    )
     window = collate_windows([valid[0]])
     scored = char_lm.step(model, window)[1]["loss_sum"]
     logits, _ = model(window["tokens"])  # one call over the whole window: full context
@@ -131,9 +133,15 @@ def test_tinyshakespeare_option_downloads_from_its_url_and_checks_it(tmp_path, c
     url = f"http://127.0.0.1:{httpd.server_address[1]}/input.txt"
     try:
         overrides = [
-            "data=tinyshakespeare", f"data.url={url}", f"data.sha256={hashlib.sha256(corpus.read_bytes()).hexdigest()}",
-            f"data.cache_dir={tmp_path / 'cache'}", "model.hidden_size=16", "model.num_layers=1",
-            "trainer.max_time=null", "trainer.max_steps=3", f"run_dir={tmp_path / 'run'}",
+            "data=tinyshakespeare",
+            f"data.url={url}",
+            f"data.sha256={hashlib.sha256(corpus.read_bytes()).hexdigest()}",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "model.hidden_size=16",
+            "model.num_layers=1",
+            "trainer.max_time=null",
+            "trainer.max_steps=3",
+            f"run_dir={tmp_path / 'run'}",
         ]
         run_dir, metrics = runs.fit(config.compose("char_lm", overrides), Console(file=io.StringIO()))
     finally:

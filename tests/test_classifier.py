@@ -20,8 +20,16 @@ def examples(seed: int = 0) -> list[torch.Tensor]:
 def test_padding_never_changes_a_prediction(pooling, bidirectional):
     torch.manual_seed(0)
     model = SequenceClassifier(
-        VOCAB, CLASSES, embedding_dim=8, cell="lstm", hidden_size=6, num_layers=2,
-        bidirectional=bidirectional, pooling=pooling, mlp_hidden=5, attention_size=4,
+        VOCAB,
+        CLASSES,
+        embedding_dim=8,
+        cell="lstm",
+        hidden_size=6,
+        num_layers=2,
+        bidirectional=bidirectional,
+        pooling=pooling,
+        mlp_hidden=5,
+        attention_size=4,
     ).eval()
     seqs = examples()
     tokens, lengths = pad(seqs)
@@ -75,7 +83,9 @@ def test_an_unknown_pooling_names_the_valid_ones():
 
 def test_subword_vectors_keep_padding_invisible_and_survive_word_dropout():
     torch.manual_seed(0)
-    model = SequenceClassifier(VOCAB, CLASSES, embedding_dim=8, hidden_size=6, embedding_dropout=0.5, dropout=0.0, subword_buckets=40)
+    model = SequenceClassifier(
+        VOCAB, CLASSES, embedding_dim=8, hidden_size=6, embedding_dropout=0.5, dropout=0.0, subword_buckets=40
+    )
     words = [["a", "fine", "film"], ["dull"], ["not", "bad", "at", "all"]]
     seqs = [torch.randint(1, VOCAB, (len(w),)) for w in words]
     subwords = [ngram_buckets(w, 40) for w in words]

@@ -6,30 +6,33 @@ import sys
 
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from typer.testing import CliRunner
 
-from conftest import tiny_overrides
+from conftest import seqtrain, tiny_overrides
 from seqtrain import checkpoint
-from seqtrain.cli import app
-
-runner = CliRunner()
-
-
-def seqtrain(*args):
-    return runner.invoke(app, list(args))
 
 
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("cli") / "run"
-    result = seqtrain("fit", "recipe=char_lm", *tiny_overrides(corpus, f"run_dir={run_dir}", "trainer.max_steps=60", "trainer.val_max_batches=null"))
+    result = seqtrain(
+        "fit",
+        "recipe=char_lm",
+        *tiny_overrides(corpus, f"run_dir={run_dir}", "trainer.max_steps=60", "trainer.val_max_batches=null"),
+    )
     assert result.exit_code == 0, result.output
     return run_dir, json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_fit_writes_a_complete_run_dir_and_the_loss_drops(trained):
     run_dir, metrics = trained
-    for name in ("config.yaml", "overrides.yaml", "vocab.json", "metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt"):
+    for name in (
+        "config.yaml",
+        "overrides.yaml",
+        "vocab.json",
+        "metrics.jsonl",
+        "checkpoints/best.pt",
+        "checkpoints/last.pt",
+    ):
         assert (run_dir / name).is_file(), name
     first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
     assert metrics["loss"] < 2.2 < first["loss"]  # ln(vocab of 17) = 2.83 at the start
@@ -56,7 +59,12 @@ def test_evaluate_prints_metrics_as_json_and_scores_other_data(trained, tmp_path
 
 def test_resume_continues_in_the_same_run_dir(corpus, tmp_path):
     run_dir = tmp_path / "run"
-    assert seqtrain("fit", "recipe=char_lm", *tiny_overrides(corpus, f"run_dir={run_dir}", "trainer.max_steps=10")).exit_code == 0
+    assert (
+        seqtrain(
+            "fit", "recipe=char_lm", *tiny_overrides(corpus, f"run_dir={run_dir}", "trainer.max_steps=10")
+        ).exit_code
+        == 0
+    )
     result = seqtrain("fit", "recipe=char_lm", f"trainer.resume={run_dir}", "trainer.max_steps=20")
     assert result.exit_code == 0, result.output
     assert "resumed from step 10" in result.stderr
@@ -67,7 +75,13 @@ def test_resume_continues_in_the_same_run_dir(corpus, tmp_path):
 
 def test_multirun_makes_one_run_dir_per_combination_and_a_summary(corpus, tmp_path):
     parent = tmp_path / "sweep"
-    result = seqtrain("fit", "-m", "recipe=char_lm", *tiny_overrides(corpus, f"run_dir={parent}", "trainer.max_steps=5"), "optim.lr=1e-3,3e-3")
+    result = seqtrain(
+        "fit",
+        "-m",
+        "recipe=char_lm",
+        *tiny_overrides(corpus, f"run_dir={parent}", "trainer.max_steps=5"),
+        "optim.lr=1e-3,3e-3",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads((parent / "sweep.json").read_text())
     assert [r["overrides"] for r in summary] == ["optim.lr=0.001", "optim.lr=0.003"]
@@ -75,7 +89,10 @@ def test_multirun_makes_one_run_dir_per_combination_and_a_summary(corpus, tmp_pa
     assert "optim.lr=0.003" in result.stdout
     events = EventAccumulator(str(parent / "1"))  # each run's swept values and final metrics, for the HParams dashboard
     events.Reload()
-    assert "_hparams_/session_start_info" in events.PluginTagToContent("hparams") and "hparams/loss" in events.Tags()["scalars"]
+    assert (
+        "_hparams_/session_start_info" in events.PluginTagToContent("hparams")
+        and "hparams/loss" in events.Tags()["scalars"]
+    )
 
 
 def test_multirun_points_interval_sweeps_to_tune():
@@ -122,9 +139,12 @@ def test_config_prints_the_composed_yaml():
 
 
 def test_the_installed_command_reports_errors_with_exit_codes():
-    result = subprocess.run([sys.executable, "-m", "seqtrain", "fit", "recipe=char_lm", "optim.lrr=1"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "seqtrain", "fit", "recipe=char_lm", "optim.lrr=1"], capture_output=True, text=True
+    )
     assert result.returncode == 2 and result.stderr.strip() == (
-        "error: unknown key optim.lrr; valid keys there: name, lr, weight_decay, l1, momentum, nesterov, betas, alpha, eps, fused"
+        "error: unknown key optim.lrr; valid keys there: name, lr, weight_decay, l1, momentum, nesterov, betas, "
+        "alpha, eps, fused"
     )
     listed = subprocess.run([sys.executable, "-m", "seqtrain", "recipes"], capture_output=True, text=True)
     assert listed.returncode == 0 and listed.stdout.startswith("char_lm")

@@ -41,7 +41,9 @@ def test_recipe_is_required_and_checked():
 
 
 def test_sweeps_expand_comma_range_and_choice():
-    combos = config.expand_sweeps(Overrides.of(["optim.lr=1e-3,3e-3", "model.num_layers=range(1,3)", "model.cell=choice(gru,lstm)", "x=1"]))
+    combos = config.expand_sweeps(
+        Overrides.of(["optim.lr=1e-3,3e-3", "model.num_layers=range(1,3)", "model.cell=choice(gru,lstm)", "x=1"])
+    )
     assert len(combos) == 8
     assert ["optim.lr=0.001", "model.num_layers=1", "model.cell=gru", "x=1"] in combos
 

@@ -65,12 +65,15 @@ def test_shapes_and_the_second_head():
     assert "aux_logits" not in CRDNN(40, 7, **SMALL)(torch.randn(1, 5, 40), torch.tensor([5]))
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(cnn_kernel=4), "cnn_kernel must be odd"),
-    (dict(pooling="max"), "model.pooling='max' is unknown"),
-    (dict(rnn_cell="transformer"), "valid: rnn_tanh, rnn_relu, gru, lstm, ligru"),
-    (dict(cnn_channels=(4, 4, 4, 4, 4), cnn_pool=2), "leave no frequency bins"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(cnn_kernel=4), "cnn_kernel must be odd"),
+        (dict(pooling="max"), "model.pooling='max' is unknown"),
+        (dict(rnn_cell="transformer"), "valid: rnn_tanh, rnn_relu, gru, lstm, ligru"),
+        (dict(cnn_channels=(4, 4, 4, 4, 4), cnn_pool=2), "leave no frequency bins"),
+    ],
+)
 def test_bad_configuration_is_one_clear_line(bad, message):
     with pytest.raises(ConfigError, match=message) as error:
         CRDNN(16, 5, **{**SMALL, **bad})
@@ -83,11 +86,13 @@ def test_learns_an_order_only_task():
     a, b = torch.zeros(16), torch.zeros(16)
     a[:8], b[8:] = 1.0, 1.0
     g = torch.Generator().manual_seed(0)
+
     def batch(n: int):
         labels = torch.randint(0, 2, (n,), generator=g)
         first, second = torch.where(labels[:, None] == 0, a, b), torch.where(labels[:, None] == 0, b, a)
         x = torch.cat([first[:, None].expand(n, 6, 16), second[:, None].expand(n, 6, 16)], 1)
         return x + 0.3 * torch.randn(x.shape, generator=g), torch.full((n,), 12), labels
+
     model = CRDNN(16, 2, cnn_channels=(4,), rnn_hidden=8, rnn_layers=1, dnn_sizes=(8,), rnn_cell="gru")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(60):

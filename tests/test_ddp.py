@@ -19,10 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from typer.testing import CliRunner
 
+from conftest import seqtrain
 from seqtrain import distributed
-from seqtrain.cli import app
 from seqtrain.config import compose
 from seqtrain.data.audio import GlobalNormalizer
 from seqtrain.data.sampler import BucketBatchSampler
@@ -31,9 +30,23 @@ from seqtrain.recipes.sentiment import Sentiment
 
 TIMEOUT = 180
 RECIPES = {
-    "char_lm": (CharLM(), ["data.seq_len=16", "model.hidden_size=16", "model.num_layers=1", "model.embedding_dim=8", "model.dropout=0"]),
-    "sentiment": (Sentiment(), ["data.n_train=64", "data.n_valid=16", "model.hidden_size=16", "model.embedding_dim=8",
-                              "model.dropout=0", "model.embedding_dropout=0", "model.label_smoothing=0.1", "model.class_weights=balanced"]),
+    "char_lm": (
+        CharLM(),
+        ["data.seq_len=16", "model.hidden_size=16", "model.num_layers=1", "model.embedding_dim=8", "model.dropout=0"],
+    ),
+    "sentiment": (
+        Sentiment(),
+        [
+            "data.n_train=64",
+            "data.n_valid=16",
+            "model.hidden_size=16",
+            "model.embedding_dim=8",
+            "model.dropout=0",
+            "model.embedding_dropout=0",
+            "model.label_smoothing=0.1",
+            "model.class_weights=balanced",
+        ],
+    ),
 }
 
 
@@ -46,10 +59,17 @@ def global_batch(name: str, corpus: str) -> tuple[torch.nn.Module, list, object,
     prepared = recipe.prepare(cfg.data, None, ("train",))
     torch.manual_seed(0)
     model = recipe.build_model(cfg.model, prepared.vocab)
-    return model, [prepared.splits["train"][i] for i in range(8)], prepared.collate, recipe.loss(cfg.model, prepared.vocab)
+    return (
+        model,
+        [prepared.splits["train"][i] for i in range(8)],
+        prepared.collate,
+        recipe.loss(cfg.model, prepared.vocab),
+    )
 
 
-def gradients(step, model: torch.nn.Module, items: list, collate, through: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+def gradients(
+    step, model: torch.nn.Module, items: list, collate, through: torch.nn.Module | None = None
+) -> dict[str, torch.Tensor]:
     """Gradients of `model`'s parameters after one step of the recipe run `through` a wrapper (or not)."""
     loss, _ = step(through or model, collate(items))
     loss.backward()
@@ -58,7 +78,9 @@ def gradients(step, model: torch.nn.Module, items: list, collate, through: torch
 
 def ddp_worker(rank: int, port: int, corpus: str, out: str) -> None:
     """One rank as torchrun would start it: the environment names the world, `distributed.session` joins it."""
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
+    )
     torch.set_num_threads(1)
     with distributed.session("cpu"):
         grads = {name: ddp_gradients(name, corpus, rank) for name in RECIPES}
@@ -98,7 +120,9 @@ def test_one_ddp_step_has_the_gradients_and_feature_statistics_of_one_process_on
             got = torch.load(f"{out}.{rank}", weights_only=True)[name]
             assert got.keys() == expected.keys()
             for key in expected:
-                torch.testing.assert_close(got[key], expected[key], rtol=1e-5, atol=1e-7, msg=f"{name} {key} rank {rank}")
+                torch.testing.assert_close(
+                    got[key], expected[key], rtol=1e-5, atol=1e-7, msg=f"{name} {key} rank {rank}"
+                )
     whole = GlobalNormalizer(3)
     assert whole.update(*speech_features()) == 4
     for rank in range(2):  # each rank saw half the utterances, and holds the statistics of them all
@@ -120,15 +144,27 @@ def uneven(tmp_path_factory):
 
 def overrides(path, run_dir, *extra):
     return [
-        "recipe=char_lm", "data=text", f"data.path={path}", "data.seq_len=32", "data.batch_size=16", "model.hidden_size=32",
-        "model.num_layers=1", "model.embedding_dim=16", "trainer.max_time=null", "trainer.val_every_steps=5",
-        "trainer.log_every_steps=2", f"run_dir={run_dir}", *extra,
+        "recipe=char_lm",
+        "data=text",
+        f"data.path={path}",
+        "data.seq_len=32",
+        "data.batch_size=16",
+        "model.hidden_size=32",
+        "model.num_layers=1",
+        "model.embedding_dim=16",
+        "trainer.max_time=null",
+        "trainer.val_every_steps=5",
+        "trainer.log_every_steps=2",
+        f"run_dir={run_dir}",
+        *extra,
     ]
 
 
 def seqtrain_subprocess(*args: str) -> subprocess.CompletedProcess:
     try:
-        return subprocess.run([sys.executable, "-m", "seqtrain", *args], capture_output=True, text=True, timeout=TIMEOUT)
+        return subprocess.run(
+            [sys.executable, "-m", "seqtrain", *args], capture_output=True, text=True, timeout=TIMEOUT
+        )
     except subprocess.TimeoutExpired as e:
         pytest.fail(f"seqtrain {' '.join(args)} hung for {TIMEOUT}s: {e.stderr}")
 
@@ -153,10 +189,12 @@ def test_a_two_process_run_and_its_resume_finish_on_uneven_data(uneven, tmp_path
     assert "resumed from step 12" in resumed.stderr
     final = json.loads(resumed.stdout)
     # Validation sharded over 2 ranks (uneven: one rank has a batch more) equals one process scoring it all.
-    scored = json.loads(CliRunner().invoke(app, ["evaluate", str(run_dir)]).stdout)
+    scored = json.loads(seqtrain("evaluate", run_dir).stdout)
     assert scored == pytest.approx({k: v for k, v in final.items() if k != "run_dir"}, rel=1e-9)
 
-    single = seqtrain_subprocess("fit", "recipe=char_lm", f"trainer.resume={run_dir}", "trainer.max_steps=24", "trainer.devices=1")
+    single = seqtrain_subprocess(
+        "fit", "recipe=char_lm", f"trainer.resume={run_dir}", "trainer.max_steps=24", "trainer.devices=1"
+    )
     assert single.returncode == 0, single.stderr
     assert torch.load(run_dir / "checkpoints" / "last.pt", weights_only=True)["trainer"]["world_size"] == 1
 
@@ -181,8 +219,18 @@ def shard(lengths, rank, world):
 def test_sigterm_to_a_two_process_run_saves_says_how_to_resume_and_the_resume_finishes(uneven, tmp_path):
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "seqtrain", "fit", *overrides(uneven, run_dir, "trainer.max_steps=100000", "trainer.devices=2")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "seqtrain",
+            "fit",
+            *overrides(uneven, run_dir, "trainer.max_steps=100000", "trainer.devices=2"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + TIMEOUT
     while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -198,7 +246,9 @@ def test_sigterm_to_a_two_process_run_saves_says_how_to_resume_and_the_resume_fi
     stopped_at = torch.load(last, weights_only=True)["trainer"]["step"]
     assert stopped_at >= 5  # the first validation's checkpoint, or the one the signal asked for
 
-    resumed = seqtrain_subprocess("fit", "recipe=char_lm", f"trainer.resume={run_dir}", f"trainer.max_steps={stopped_at + 4}")
+    resumed = seqtrain_subprocess(
+        "fit", "recipe=char_lm", f"trainer.resume={run_dir}", f"trainer.max_steps={stopped_at + 4}"
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from step {stopped_at}" in resumed.stderr
     assert torch.load(last, weights_only=True)["trainer"]["step"] == stopped_at + 4
@@ -207,14 +257,33 @@ def test_sigterm_to_a_two_process_run_saves_says_how_to_resume_and_the_resume_fi
 def test_a_bagged_run_trains_its_members_one_after_another_on_two_processes(tmp_path):
     run_dir = tmp_path / "bag"
     result = seqtrain_subprocess(
-        "fit", "recipe=sentiment", *RECIPES["sentiment"][1], "data.batch_size=16", "trainer.max_time=null", "trainer.max_epochs=null",
-        "trainer.max_steps=3", "trainer.bagging=2", "trainer.bagging_resample=bootstrap", "trainer.devices=2", f"run_dir={run_dir}")
+        "fit",
+        "recipe=sentiment",
+        *RECIPES["sentiment"][1],
+        "data.batch_size=16",
+        "trainer.max_time=null",
+        "trainer.max_epochs=null",
+        "trainer.max_steps=3",
+        "trainer.bagging=2",
+        "trainer.bagging_resample=bootstrap",
+        "trainer.devices=2",
+        f"run_dir={run_dir}",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("bagged run dir:") == 1 and result.stdout.count("\n") == 1  # rank 1 prints nothing
     assert len(json.loads(result.stdout)["members"]) == 2
     for i in range(2):
-        assert torch.load(run_dir / "members" / str(i) / "checkpoints" / "last.pt", weights_only=True)["trainer"]["world_size"] == 2
-    assert [json.loads(line)["split"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == ["member", "member", "ensemble"]
+        assert (
+            torch.load(run_dir / "members" / str(i) / "checkpoints" / "last.pt", weights_only=True)["trainer"][
+                "world_size"
+            ]
+            == 2
+        )
+    assert [json.loads(line)["split"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] == [
+        "member",
+        "member",
+        "ensemble",
+    ]
 
 
 def mixup_worker(rank: int, port: int, run_dir: str, out: str) -> None:
@@ -223,21 +292,45 @@ def mixup_worker(rank: int, port: int, run_dir: str, out: str) -> None:
 
     from seqtrain import trainer
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2")
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2"
+    )
     torch.set_num_threads(1)
     with distributed.session("cpu"):
-        cfg = compose("sentiment", [*RECIPES["sentiment"][1], "model.mixup_alpha=0.2", "data.batch_size=8", "optim=sgd",
-                                    "optim.lr=0.5", "trainer.max_time=null", "trainer.max_steps=6", "trainer.val_every_steps=6",
-                                    "trainer.ema_decay=null", "trainer.device=cpu"])
+        cfg = compose(
+            "sentiment",
+            [
+                *RECIPES["sentiment"][1],
+                "model.mixup_alpha=0.2",
+                "data.batch_size=8",
+                "optim=sgd",
+                "optim.lr=0.5",
+                "trainer.max_time=null",
+                "trainer.max_steps=6",
+                "trainer.val_every_steps=6",
+                "trainer.ema_decay=null",
+                "trainer.device=cpu",
+            ],
+        )
         recipe = Sentiment()
         prepared = recipe.prepare(cfg.data, None, ("train", "valid"))
         torch.manual_seed(0)
         task = recipe.task(recipe.build_model(cfg.model, prepared.vocab), cfg.model, prepared)
         meta = {"recipe": "sentiment", "config": cfg.resolved, "vocab": prepared.vocab}
         settings = trainer.Settings(cfg.trainer, cfg.optim, cfg.sched, cfg.data)
-        sampler = trainer.preflight(task, prepared.splits["train"], prepared.splits["valid"], settings, shuffle_train=True)
-        trainer.fit(task, prepared.splits["train"], prepared.splits["valid"], settings, Path(run_dir), meta, sampler=sampler,
-                    console=Console(quiet=True))
+        sampler = trainer.preflight(
+            task, prepared.splits["train"], prepared.splits["valid"], settings, shuffle_train=True
+        )
+        trainer.fit(
+            task,
+            prepared.splits["train"],
+            prepared.splits["valid"],
+            settings,
+            Path(run_dir),
+            meta,
+            sampler=sampler,
+            console=Console(quiet=True),
+        )
         torch.save(task.model.state_dict(), f"{out}.{rank}")
 
 
@@ -252,4 +345,6 @@ def test_two_ranks_training_with_mixup_keep_identical_weights(tmp_path):
     initial = Sentiment().build_model(compose("sentiment", RECIPES["sentiment"][1]).model, vocab)
     assert any(not torch.equal(first[k], v) for k, v in initial.state_dict().items() if k in first)  # it trained
     for key in first:
-        torch.testing.assert_close(second[key], first[key], rtol=1e-5, atol=1e-6, msg=f"{key} differs between the ranks")
+        torch.testing.assert_close(
+            second[key], first[key], rtol=1e-5, atol=1e-6, msg=f"{key} differs between the ranks"
+        )

@@ -106,7 +106,9 @@ class Table(torch.nn.Module):
 
 def test_length_normalisation_changes_the_choice():
     # Ending at once has p = 0.5 (per token 0.5); "A B" then EOS has p = 0.45 * 0.9 * 0.9 = 0.36 (per token 0.71).
-    model = Table({BOS: {EOS: 0.5, A: 0.45, C: 0.05}, A: {B: 0.9, EOS: 0.05, C: 0.05}, B: {EOS: 0.9, C: 0.1}, C: {C: 1.0}})
+    model = Table(
+        {BOS: {EOS: 0.5, A: 0.45, C: 0.05}, A: {B: 0.9, EOS: 0.05, C: 0.05}, B: {EOS: 0.9, C: 0.1}, C: {C: 1.0}}
+    )
     src, lengths = padded([[3, 4]])
     raw = decode(model, src, lengths, BOS, EOS, SearchOptions(beam_size=2, length_norm="none"))[0]
     average = decode(model, src, lengths, BOS, EOS, SearchOptions(beam_size=2, length_norm="average"))[0]
@@ -117,8 +119,14 @@ def test_length_normalisation_changes_the_choice():
 
 def test_beam_search_goes_on_while_a_likelier_beam_is_live():
     # Two unlikely early EOS candidates fill both slots after step 2, while "A B" (p = 0.94) has not ended yet.
-    model = Table({BOS: {A: 0.96, EOS: 0.02, B: 0.015, C: 0.005}, A: {B: 0.98, EOS: 0.015, C: 0.005},
-                   B: {EOS: 0.98, C: 0.02}, C: {EOS: 1.0}})
+    model = Table(
+        {
+            BOS: {A: 0.96, EOS: 0.02, B: 0.015, C: 0.005},
+            A: {B: 0.98, EOS: 0.015, C: 0.005},
+            B: {EOS: 0.98, C: 0.02},
+            C: {EOS: 1.0},
+        }
+    )
     src, lengths = padded([[3, 4]])
     best = decode(model, src, lengths, BOS, EOS, SearchOptions(beam_size=2, length_norm="none"))[0]
     assert best.tokens == [A, B] and best.log_prob == pytest.approx(np.log(0.96 * 0.98 * 0.98))

@@ -18,32 +18,50 @@ import json
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
-from conftest import assert_float32_close, tiny_overrides
+from conftest import assert_float32_close, seqtrain, tiny_overrides
 from seqtrain import exported
-from seqtrain.rundir import load_model
-from seqtrain.cli import app
 from seqtrain.config import load_run_config
 from seqtrain.data.collate import pad
 from seqtrain.models.decoding import SearchOptions
 from seqtrain.recipes import seq2seq
+from seqtrain.rundir import load_model
 
-runner = CliRunner()
 ULPS = {"char_lm": 64, "sentiment": 64, "seq2seq": 64, "speech": 128}
 FIT = {
-    "sentiment": ["data.n_train=1000", "data.n_valid=100", "model.hidden_size=32", "model.embedding_dim=16",
-                  "trainer.max_steps=20", "trainer.max_epochs=null", "trainer.max_time=null"],
-    "seq2seq": ["data.n_train=1000", "data.n_valid=50", "data.n_test=50", "model.hidden_size=32", "model.embedding_dim=16",
-                "trainer.max_steps=30", "trainer.val_every_steps=30", "trainer.max_time=null"],
-    "speech": ["data.size=160", "data.batch_size=16", "data.cache_audio=true", "model.cnn_channels=[8,16]", "model.rnn_hidden=32",
-               "model.rnn_layers=1", "model.dnn_sizes=[32]", "trainer.max_steps=10", "trainer.max_epochs=null", "trainer.max_time=null"],
+    "sentiment": [
+        "data.n_train=1000",
+        "data.n_valid=100",
+        "model.hidden_size=32",
+        "model.embedding_dim=16",
+        "trainer.max_steps=20",
+        "trainer.max_epochs=null",
+        "trainer.max_time=null",
+    ],
+    "seq2seq": [
+        "data.n_train=1000",
+        "data.n_valid=50",
+        "data.n_test=50",
+        "model.hidden_size=32",
+        "model.embedding_dim=16",
+        "trainer.max_steps=30",
+        "trainer.val_every_steps=30",
+        "trainer.max_time=null",
+    ],
+    "speech": [
+        "data.size=160",
+        "data.batch_size=16",
+        "data.cache_audio=true",
+        "model.cnn_channels=[8,16]",
+        "model.rnn_hidden=32",
+        "model.rnn_layers=1",
+        "model.dnn_sizes=[32]",
+        "trainer.max_steps=10",
+        "trainer.max_epochs=null",
+        "trainer.max_time=null",
+    ],
 }
 FORMATS = ["onnx", "torchscript"]
-
-
-def seqtrain(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +87,9 @@ def export(trained):
 
     def get(recipe: str, format: str):
         if format == "onnx":
-            pytest.importorskip("onnxruntime", reason="the ONNX tests need onnxruntime (pip install 'seqtrain[export]')")
+            pytest.importorskip(
+                "onnxruntime", reason="the ONNX tests need onnxruntime (pip install 'seqtrain[export]')"
+            )
         if (recipe, format) not in made:
             run_dir = trained(recipe)
             result = seqtrain("export", run_dir, "--format", format, "--out", run_dir / f"export-{format}")
@@ -105,7 +125,10 @@ def test_char_lm_logits_equal_the_model_on_padded_windows(export, format):
 def test_char_lm_export_samples_the_same_200_characters(export, format):
     run_dir, export_dir = export("char_lm", format)
     args = ["--prompt", "the ", "--length", "200", "--temperature", "0.8", "--top-k", "10", "--seed", "3"]
-    original, again = seqtrain("sample", run_dir, *args), seqtrain("sample", export_dir / f"model{'.onnx' if format == 'onnx' else '.pt'}", *args)
+    original, again = (
+        seqtrain("sample", run_dir, *args),
+        seqtrain("sample", export_dir / f"model{'.onnx' if format == 'onnx' else '.pt'}", *args),
+    )
     assert original.exit_code == again.exit_code == 0, again.output
     assert len(original.stdout) == len("the ") + 200 + 1 and again.stdout == original.stdout
 
@@ -114,13 +137,31 @@ def test_char_lm_export_samples_the_same_200_characters(export, format):
 def test_sentiment_probabilities_equal_the_model_and_ignore_padding(export, format):
     run_dir, export_dir = export("sentiment", format)
     module, model, ported, state = models(run_dir, export_dir)
-    texts = ["not bad at all , actually quite moving", "dull", "the film is dull at first , but brilliant in the end", "fine ."]
-    batch = module.prepare_inputs(state["vocab"], texts).collate(list(module.prepare_inputs(state["vocab"], texts).splits["inputs"]))
+    texts = [
+        "not bad at all , actually quite moving",
+        "dull",
+        "the film is dull at first , but brilliant in the end",
+        "fine .",
+    ]
+    batch = module.prepare_inputs(state["vocab"], texts).collate(
+        list(module.prepare_inputs(state["vocab"], texts).splits["inputs"])
+    )
     assert len(set(batch["lengths"].tolist())) == len(texts)
     with torch.no_grad():
         expected, actual = module.predict(model, batch), module.predict(ported, batch)
-        alone = torch.cat([module.predict(ported, {k: v[i : i + 1, : int(batch["lengths"][i])] if k == "tokens" else v[i : i + 1]
-                                                   for k, v in batch.items() if k in ("tokens", "lengths")}) for i in range(len(texts))])
+        alone = torch.cat(
+            [
+                module.predict(
+                    ported,
+                    {
+                        k: v[i : i + 1, : int(batch["lengths"][i])] if k == "tokens" else v[i : i + 1]
+                        for k, v in batch.items()
+                        if k in ("tokens", "lengths")
+                    },
+                )
+                for i in range(len(texts))
+            ]
+        )
     assert_float32_close(actual, expected, ULPS["sentiment"])
     assert_float32_close(alone, actual, ULPS["sentiment"])
 
@@ -156,7 +197,7 @@ def test_speech_probabilities_from_waveforms_equal_the_model(export, format):
     batch = prepared.collate(items)
     cut = batch["lengths"].clone()
     cut[1] = cut[1] // 2  # a shorter utterance in the same padded batch
-    batch["audio"][1, cut[1]:] = 0
+    batch["audio"][1, cut[1] :] = 0
     batch["lengths"] = cut
     with torch.no_grad():
         expected, actual = module.predict(model, batch), module.predict(ported, batch)
@@ -184,7 +225,15 @@ def test_an_onnx_file_that_is_not_seqtrains_is_refused(tmp_path):
     torch.onnx.export(torch.nn.Linear(2, 3), (torch.zeros(1, 2),), str(foreign), dynamo=False)
     result = seqtrain("sample", foreign, "--text", "hi")
     assert result.exit_code == 2 and "not a seqtrain export" in result.output, result.output
-    (tmp_path / "manifest.json").write_text(json.dumps({"recipe": "sentiment", "format": "onnx", "graphs": {"model": {"file": "net.onnx", "inputs": [], "outputs": []}}}))
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "recipe": "sentiment",
+                "format": "onnx",
+                "graphs": {"model": {"file": "net.onnx", "inputs": [], "outputs": []}},
+            }
+        )
+    )
     (tmp_path / "vocab.json").write_text("{}")
     (tmp_path / "config.yaml").write_text("recipe: sentiment\n")
     result = seqtrain("sample", foreign, "--text", "hi")
@@ -196,12 +245,22 @@ def test_subword_runs_export_and_predict_as_the_model_does(tmp_path, format):
     if format == "onnx":
         pytest.importorskip("onnxruntime", reason="the ONNX tests need onnxruntime (pip install 'seqtrain[export]')")
     run_dir = tmp_path / "run"
-    result = seqtrain("fit", "recipe=sentiment", f"run_dir={run_dir}", "data.subword_buckets=64", *FIT["sentiment"][:4], "trainer.max_steps=5",
-                      "trainer.max_epochs=null", "trainer.max_time=null")
+    result = seqtrain(
+        "fit",
+        "recipe=sentiment",
+        f"run_dir={run_dir}",
+        "data.subword_buckets=64",
+        *FIT["sentiment"][:4],
+        "trainer.max_steps=5",
+        "trainer.max_epochs=null",
+        "trainer.max_time=null",
+    )
     assert result.exit_code == 0, result.output
     assert seqtrain("export", run_dir, "--format", format).exit_code == 0
     module, model, ported, state = models(run_dir, run_dir / "export")
-    inputs = module.prepare_inputs(state["vocab"], ["an unseenword here", "not bad at all", "good"])  # padded rows: all-padding bags
+    inputs = module.prepare_inputs(
+        state["vocab"], ["an unseenword here", "not bad at all", "good"]
+    )  # padded rows: all-padding bags
     batch = inputs.collate(list(inputs.splits["inputs"]))
     with torch.no_grad():
         assert_float32_close(module.predict(ported, batch), module.predict(model, batch), ULPS["sentiment"])

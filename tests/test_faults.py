@@ -8,12 +8,10 @@ import errno
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from bench.fault_trials import corpus_file, trials
-from conftest import tiny_overrides
+from conftest import seqtrain, tiny_overrides
 from seqtrain import checkpoint
-from seqtrain.cli import app
 
 
 def test_random_kills_and_resumes_end_with_the_weights_of_an_uninterrupted_run(tmp_path):
@@ -22,10 +20,14 @@ def test_random_kills_and_resumes_end_with_the_weights_of_an_uninterrupted_run(t
     assert result["kills"] >= 2
     for event in result["events"]:
         if event["signal"] == "SIGTERM" and event["step"] < 120:  # arrived while training
-            assert event["exit"] == 130 and "resume with: seqtrain fit recipe=char_lm trainer.resume=" in event["message"]
+            assert (
+                event["exit"] == 130 and "resume with: seqtrain fit recipe=char_lm trainer.resume=" in event["message"]
+            )
 
 
-@pytest.mark.parametrize("code, reason", [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")])
+@pytest.mark.parametrize(
+    "code, reason", [(errno.ENOSPC, "No space left on device"), (errno.EACCES, "Permission denied")]
+)
 def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_why(corpus, tmp_path, monkeypatch, code, reason):
     run_dir = tmp_path / "run"
     real_save, calls = torch.save, []
@@ -38,14 +40,21 @@ def test_a_failed_checkpoint_write_keeps_the_previous_one_and_says_why(corpus, t
         real_save(obj, f)
 
     monkeypatch.setattr(torch, "save", failing_third_write)
-    args = tiny_overrides(corpus, f"run_dir={run_dir}", "trainer.checkpoint_every_steps=1", "trainer.val_every_steps=null", "trainer.max_steps=6")
-    result = CliRunner().invoke(app, ["fit", "recipe=char_lm", *args])
+    args = tiny_overrides(
+        corpus,
+        f"run_dir={run_dir}",
+        "trainer.checkpoint_every_steps=1",
+        "trainer.val_every_steps=null",
+        "trainer.max_steps=6",
+    )
+    result = seqtrain("fit", "recipe=char_lm", *args)
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        f"error: could not write checkpoint {run_dir / 'checkpoints' / 'last.pt'}: {reason}; the previous checkpoint is intact"
+        f"error: could not write checkpoint {run_dir / 'checkpoints' / 'last.pt'}: {reason}; the previous checkpoint "
+        "is intact"
     )
     assert checkpoint.load(run_dir / "checkpoints" / "last.pt")["trainer"]["step"] == 2
     assert [p.name for p in (run_dir / "checkpoints").iterdir()] == ["last.pt"]
     monkeypatch.undo()
-    resumed = CliRunner().invoke(app, ["fit", "recipe=char_lm", f"trainer.resume={run_dir}"])
+    resumed = seqtrain("fit", "recipe=char_lm", f"trainer.resume={run_dir}")
     assert resumed.exit_code == 0 and "resumed from step 2" in resumed.stderr

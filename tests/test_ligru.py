@@ -34,7 +34,7 @@ def reference(model: LiGRU, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
             u_h, u_z = layer.u[d][:, :H], layer.u[d][:, H:]
             h = torch.zeros(H)
             out = torch.zeros(len(x), H)
-            for t in (range(len(x)) if d == 0 else reversed(range(len(x)))):
+            for t in range(len(x)) if d == 0 else reversed(range(len(x))):
                 z = torch.sigmoid(block[t, H:] + h @ u_z)
                 candidate = torch.relu(block[t, :H] + h @ u_h)
                 h = z * h + (1 - z) * candidate

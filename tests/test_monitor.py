@@ -38,9 +38,15 @@ def test_a_fresh_run_appends_nothing_it_did_not_log(tmp_path):
 def test_hparams_go_into_the_run_s_own_dir_for_the_dashboard(tmp_path):
     from seqtrain.monitor import log_hparams
 
-    log_hparams(tmp_path, {"optim.lr": 0.003, "model.cell": "gru", "model.cnn_channels": [4, 8]}, {"loss": 1.5, "confusion": [[1]]})
+    log_hparams(
+        tmp_path,
+        {"optim.lr": 0.003, "model.cell": "gru", "model.cnn_channels": [4, 8]},
+        {"loss": 1.5, "confusion": [[1]]},
+    )
     events = EventAccumulator(str(tmp_path))
     events.Reload()
     assert "_hparams_/experiment" in events.PluginTagToContent("hparams")
-    assert [e.value for e in events.Scalars("hparams/loss")] == [1.5] and "hparams/confusion" not in events.Tags()["scalars"]
+    assert [e.value for e in events.Scalars("hparams/loss")] == [1.5] and "hparams/confusion" not in events.Tags()[
+        "scalars"
+    ]
     assert [p.name for p in tmp_path.iterdir() if p.is_dir()] == []  # no subdir, unlike SummaryWriter.add_hparams

@@ -39,7 +39,9 @@ def test_fused_updates_match_the_standard_implementation(name):
     trained = []
     for fused in (True, False):
         w = torch.nn.Parameter(start.clone())
-        opt = build_optimizer([w], OptimConfig(name=name, lr=0.05, weight_decay=0.1, momentum=0.9 if name == "sgd" else 0.0, fused=fused))
+        opt = build_optimizer(
+            [w], OptimConfig(name=name, lr=0.05, weight_decay=0.1, momentum=0.9 if name == "sgd" else 0.0, fused=fused)
+        )
         assert opt.defaults["fused"] is (True if fused else None)
         for _ in range(20):
             ((w - target) ** 2).sum().backward()
@@ -122,7 +124,9 @@ def test_schedule_state_round_trips():
     assert fresh_opt.param_groups[0]["lr"] == pytest.approx(opt.param_groups[0]["lr"])
 
 
-def time_budget_lrs(sched: SchedConfig, clock: list[float], budget: float = 100.0) -> tuple[list[float], Schedule, torch.optim.Optimizer]:
+def time_budget_lrs(
+    sched: SchedConfig, clock: list[float], budget: float = 100.0
+) -> tuple[list[float], Schedule, torch.optim.Optimizer]:
     """The LR before each step when step i ends at training time clock[i]."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
     schedule = Schedule(opt, sched, None, time_budget_s=budget)
@@ -182,7 +186,9 @@ def test_linear_and_cosine_without_any_budget_are_a_config_error():
         Schedule(opt, SchedConfig(name="cosine"), None)
 
 
-def both_budgets_lrs(sched: SchedConfig, seconds_per_step: float, total_steps: int = 100, budget: float = 100.0) -> list[float]:
+def both_budgets_lrs(
+    sched: SchedConfig, seconds_per_step: float, total_steps: int = 100, budget: float = 100.0
+) -> list[float]:
     """The LR before each step of a run with a step budget and a time budget, at a steady step rate."""
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=1.0)
     schedule = Schedule(opt, sched, total_steps, time_budget_s=budget)
@@ -200,5 +206,7 @@ def test_with_both_budgets_the_one_that_ends_first_sets_the_decay():
     assert steps_first == pytest.approx(lrs(sched, 100, total=100), abs=1e-12)  # exactly the step schedule
     time_first = both_budgets_lrs(sched, seconds_per_step=2.0)  # the budget ends at step 50
     assert time_first[:10] == steps_first[:10]  # warmup over steps either way
-    assert time_first[30] == pytest.approx(0.5)  # warmup ended at 20 s; after step 30, 60 s is halfway through the 80 s left
+    assert time_first[30] == pytest.approx(
+        0.5
+    )  # warmup ended at 20 s; after step 30, 60 s is halfway through the 80 s left
     assert time_first[49] == pytest.approx(2 / 80)  # the last step inside the budget runs near the floor

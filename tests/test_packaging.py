@@ -12,20 +12,40 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_wheel_carries_the_configs_and_runs_from_elsewhere(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(tmp_path / "dist")],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(ROOT),
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        check=True,
+        capture_output=True,
     )
     wheel = next((tmp_path / "dist").glob("seqtrain-*.whl"))
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(tmp_path / "site"), str(wheel)],
-        check=True, capture_output=True,
+        check=True,
+        capture_output=True,
     )
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     result = subprocess.run(
-        [sys.executable, "-c", "import seqtrain.config as c; print(c.config_root()); c.compose('char_lm', ['optim=sgd'])"],
-        cwd=elsewhere, env=env, capture_output=True, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import seqtrain.config as c; print(c.config_root()); c.compose('char_lm', ['optim=sgd'])",
+        ],
+        cwd=elsewhere,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tmp_path / "site" / "seqtrain" / "_configs")
@@ -47,15 +67,27 @@ def test_installing_the_wheel_keeps_the_installed_torch(tmp_path):
     import torch
 
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(tmp_path / "dist")],
-        check=True, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            str(ROOT),
+            "-w",
+            str(tmp_path / "dist"),
+        ],
+        check=True,
+        capture_output=True,
     )
     wheel = next((tmp_path / "dist").glob("seqtrain-*.whl"))
     report = tmp_path / "report.json"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index",
-         "--report", str(report), f"{wheel}[dev]"],
-        capture_output=True, text=True,
+        [sys.executable, "-m", "pip", "install", "--dry-run", "--no-index", "--report", str(report), f"{wheel}[dev]"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     installs = {item["metadata"]["name"] for item in json.loads(report.read_text())["install"]}

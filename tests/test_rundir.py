@@ -14,7 +14,9 @@ def test_an_existing_run_dir_is_never_reused(tmp_path):
 def test_default_run_dirs_do_not_collide(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     first, second = RunDir.create("char_lm", None).path, RunDir.create("char_lm", None).path
-    assert first != second and first.parent == second.parent == tmp_path.joinpath("runs", "char_lm").relative_to(tmp_path)
+    assert first != second and first.parent == second.parent == tmp_path.joinpath("runs", "char_lm").relative_to(
+        tmp_path
+    )
 
 
 def test_find_prefers_best_for_use_and_last_for_resume(tmp_path):

@@ -6,34 +6,35 @@ import json
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from typer.testing import CliRunner
 
-from conftest import SHARED_DATA, assert_float32_close
+from conftest import SHARED_DATA, assert_float32_close, seqtrain
 from seqtrain import checkpoint
-from seqtrain.cli import app
 from seqtrain.config import compose
-from seqtrain.data.synthetic_sentiment import make_splits
 from seqtrain.data.subwords import ngram_buckets
+from seqtrain.data.synthetic_sentiment import make_splits
 from seqtrain.data.tokenizers import UNK_ID
 from seqtrain.recipes import sentiment
 from seqtrain.recipes.sentiment import Sentiment
 
 RECIPE = Sentiment()
 
-runner = CliRunner()
 SST2 = SHARED_DATA / "sst2"
 needs_sst2 = pytest.mark.skipif(not (SST2 / "dev.tsv").is_file(), reason="../shared/data/sst2 is absent")
 SMALL = [
-    "model.embedding_dim=32", "model.hidden_size=48", "model.num_layers=1", "data.batch_size=32",
+    "model.embedding_dim=32",
+    "model.hidden_size=48",
+    "model.num_layers=1",
+    "data.batch_size=32",
     # A run of a few hundred steps learns fastest at a constant LR, lightly regularised, on the raw weights
     # (an average over 0.999 of them lags that far behind): not the defaults, which are for longer budgets.
-    "sched=constant", "model.dropout=0.3", "model.label_smoothing=0.0", "trainer.ema_decay=null",
-    "trainer.max_time=null", "trainer.max_epochs=null", "trainer.log_every_steps=20",
+    "sched=constant",
+    "model.dropout=0.3",
+    "model.label_smoothing=0.0",
+    "trainer.ema_decay=null",
+    "trainer.max_time=null",
+    "trainer.max_epochs=null",
+    "trainer.log_every_steps=20",
 ]
-
-
-def seqtrain(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def fit(run_dir, *overrides):
@@ -43,7 +44,7 @@ def fit(run_dir, *overrides):
 
 
 def write_tsv(path, texts, labels, header="sentence\tlabel"):
-    path.write_text(header + "\n" + "".join(f"{t}\t{l}\n" for t, l in zip(texts, labels)), encoding="utf-8")
+    path.write_text(header + "\n" + "".join(f"{t}\t{label}\n" for t, label in zip(texts, labels)), encoding="utf-8")
     return path
 
 
@@ -57,12 +58,15 @@ def runs(tmp_path_factory):
     return root / "a", root / "b", first
 
 
-@pytest.mark.parametrize("option, extra, source", [
-    ("synthetic_reviews", [], "synthetic"),
-    ("sst2", ["data.root=/data/sst2"], "sst2"),
-    ("tsv", ["data.train=t.tsv", "data.valid=v.tsv", "data.text_column=sentence"], "tsv"),
-    ("folder", ["data.train=reviews/train", "data.classes=[neg,pos]"], "folder"),
-])
+@pytest.mark.parametrize(
+    "option, extra, source",
+    [
+        ("synthetic_reviews", [], "synthetic"),
+        ("sst2", ["data.root=/data/sst2"], "sst2"),
+        ("tsv", ["data.train=t.tsv", "data.valid=v.tsv", "data.text_column=sentence"], "tsv"),
+        ("folder", ["data.train=reviews/train", "data.classes=[neg,pos]"], "folder"),
+    ],
+)
 def test_the_recipe_composes_with_each_data_option(option, extra, source):
     cfg = compose("sentiment", [f"data={option}", *extra])
     assert cfg.data.source == source and cfg.trainer.early_stopping.monitor == "accuracy"
@@ -165,22 +169,42 @@ def test_weight_drop_reaches_the_recurrence_and_leaves_evaluation_alone(runs):
     assert dropped.rnn.weight_drop == 0.5
     with torch.no_grad():
         assert torch.equal(sentiment.class_logits(plain, batch), sentiment.class_logits(dropped, batch))
-    result = seqtrain("fit", "recipe=sentiment", "model.cell=ligru", "model.weight_drop=0.2", f"run_dir={run_dir.parent / 'refused'}")
+    result = seqtrain(
+        "fit", "recipe=sentiment", "model.cell=ligru", "model.weight_drop=0.2", f"run_dir={run_dir.parent / 'refused'}"
+    )
     assert result.exit_code == 2 and "model.weight_drop is for rnn, gru and lstm cells" in result.output
     assert not (run_dir.parent / "refused").exists()
 
 
-@pytest.mark.parametrize("train, valid, message", [
-    ("text\tlabel\ngood\t1\n", "sentence\tlabel\nfine\t1\n", "has no column 'sentence'; its columns: text, label"),
-    ("", "sentence\tlabel\nfine\t1\n", "train.tsv is empty"),
-    ("sentence\tlabel\ngood\t1\nbad\t0\n", "sentence\tlabel\nfine\t1\nmeh\t2\n", "label '2' in the valid split never appears in training"),
-    (b"sentence\tlabel\ngood\t1\nbad \xff\t0\n", "sentence\tlabel\nfine\t1\n", "train.tsv is not UTF-8 text (bad bytes on line 3)"),
-])
+@pytest.mark.parametrize(
+    "train, valid, message",
+    [
+        ("text\tlabel\ngood\t1\n", "sentence\tlabel\nfine\t1\n", "has no column 'sentence'; its columns: text, label"),
+        ("", "sentence\tlabel\nfine\t1\n", "train.tsv is empty"),
+        (
+            "sentence\tlabel\ngood\t1\nbad\t0\n",
+            "sentence\tlabel\nfine\t1\nmeh\t2\n",
+            "label '2' in the valid split never appears in training",
+        ),
+        (
+            b"sentence\tlabel\ngood\t1\nbad \xff\t0\n",
+            "sentence\tlabel\nfine\t1\n",
+            "train.tsv is not UTF-8 text (bad bytes on line 3)",
+        ),
+    ],
+)
 def test_bad_data_is_one_line_exit_2_and_leaves_no_run_dir(tmp_path, train, valid, message):
     for name, content in (("train.tsv", train), ("valid.tsv", valid)):
         (tmp_path / name).write_bytes(content if isinstance(content, bytes) else content.encode())
-    result = seqtrain("fit", "recipe=sentiment", "data=tsv", f"data.train={tmp_path / 'train.tsv'}",
-                      f"data.valid={tmp_path / 'valid.tsv'}", "data.text_column=sentence", f"run_dir={tmp_path / 'run'}")
+    result = seqtrain(
+        "fit",
+        "recipe=sentiment",
+        "data=tsv",
+        f"data.train={tmp_path / 'train.tsv'}",
+        f"data.valid={tmp_path / 'valid.tsv'}",
+        "data.text_column=sentence",
+        f"run_dir={tmp_path / 'run'}",
+    )
     assert result.exit_code == 2 and message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and result.stderr.startswith("error: ")
     assert not (tmp_path / "run").exists()
@@ -198,24 +222,45 @@ def test_sample_predicts_text_and_a_file_one_json_line_each(runs, tmp_path):
     lines.write_text("the plot is very dull\n\nthe cast is never boring\nzzz unknown words\n")
     result = seqtrain("sample", run_dir, "--input-file", lines)
     assert [json.loads(line)["text"] for line in result.stdout.splitlines()] == [
-        "the plot is very dull", "the cast is never boring", "zzz unknown words"]
+        "the plot is very dull",
+        "the cast is never boring",
+        "zzz unknown words",
+    ]
     assert seqtrain("sample", run_dir, "--prompt", "hi").exit_code == 2
 
 
 def test_evaluate_reports_metrics_and_the_confusion_matrix(runs, tmp_path):
     run_dir, _, _ = runs
     report = json.loads(seqtrain("evaluate", run_dir).stdout)
-    assert {"accuracy", "macro_f1", "nll", "precision/negative", "recall/positive", "confusion_matrix", "classes"} <= report.keys()
-    assert report["accuracy"] == pytest.approx(checkpoint.load(run_dir / "checkpoints" / "best.pt")["metrics"]["accuracy"])
+    assert {
+        "accuracy",
+        "macro_f1",
+        "nll",
+        "precision/negative",
+        "recall/positive",
+        "confusion_matrix",
+        "classes",
+    } <= report.keys()
+    assert report["accuracy"] == pytest.approx(
+        checkpoint.load(run_dir / "checkpoints" / "best.pt")["metrics"]["accuracy"]
+    )
     assert sum(map(sum, report["confusion_matrix"])) == report["examples"] == 600
-    other = write_tsv(tmp_path / "other.tsv", ["the film is very good", "the plot is very bad", "the cast is not good"], ["positive", "negative", "negative"])
-    scored = json.loads(seqtrain("evaluate", run_dir, "data=tsv", f"data.valid={other}", "data.text_column=sentence").stdout)
+    other = write_tsv(
+        tmp_path / "other.tsv",
+        ["the film is very good", "the plot is very bad", "the cast is not good"],
+        ["positive", "negative", "negative"],
+    )
+    scored = json.loads(
+        seqtrain("evaluate", run_dir, "data=tsv", f"data.valid={other}", "data.text_column=sentence").stdout
+    )
     assert scored["examples"] == 3
 
 
 def test_every_validation_logs_its_confusion_matrix_as_a_tensorboard_image(runs):
     run_dir, _, _ = runs
-    validated = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"valid"' in line]
+    validated = [
+        json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"valid"' in line
+    ]
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
     events.Reload()
     assert [image.step for image in events.Images("confusion")] == validated
@@ -234,8 +279,18 @@ def test_an_ensemble_averages_the_members_probabilities(runs):
 
 def test_init_from_loads_matching_weights_and_reports_new_ones(runs, tmp_path):
     source, _, _ = runs
-    result = seqtrain("fit", "recipe=sentiment", *SMALL, "data.n_train=400", "data.n_valid=100", "trainer.max_steps=1",
-                      "optim.lr=1e-9", "model.mlp_hidden=16", f"trainer.init_from={source}", f"run_dir={tmp_path / 'run'}")
+    result = seqtrain(
+        "fit",
+        "recipe=sentiment",
+        *SMALL,
+        "data.n_train=400",
+        "data.n_valid=100",
+        "trainer.max_steps=1",
+        "optim.lr=1e-9",
+        "model.mlp_hidden=16",
+        f"trainer.init_from={source}",
+        f"run_dir={tmp_path / 'run'}",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run" / "init_from.json").read_text())
     assert "embedding.weight" in report["loaded"] and "rnn.rnn.weight_hh_l0" in report["loaded"]
@@ -250,9 +305,20 @@ def test_init_from_loads_matching_weights_and_reports_new_ones(runs, tmp_path):
 
 def test_tsv_with_a_held_out_split_and_a_sentencepiece_tokenizer(tmp_path):
     texts, labels = make_splits(600, 0, seed=3)["train"]
-    (tmp_path / "reviews.csv").write_text("review,stars\n" + "".join(f'"{t}",{l}\n' for t, l in zip(texts, labels)))
-    fit(tmp_path / "run", "data=tsv", f"data.train={tmp_path / 'reviews.csv'}", "data.text_column=review", "data.label_column=stars",
-        "data.tokenizer=sentencepiece", "data.subword_buckets=0", "data.vocab_size=60", "trainer.max_steps=4")
+    (tmp_path / "reviews.csv").write_text(
+        "review,stars\n" + "".join(f'"{t}",{label}\n' for t, label in zip(texts, labels))
+    )
+    fit(
+        tmp_path / "run",
+        "data=tsv",
+        f"data.train={tmp_path / 'reviews.csv'}",
+        "data.text_column=review",
+        "data.label_column=stars",
+        "data.tokenizer=sentencepiece",
+        "data.subword_buckets=0",
+        "data.vocab_size=60",
+        "trainer.max_steps=4",
+    )
     vocab = json.loads((tmp_path / "run" / "vocab.json").read_text())
     assert vocab["tokenizer"]["kind"] == "sentencepiece" and sum(vocab["class_counts"]) == 540  # 10% held out
     assert seqtrain("sample", tmp_path / "run", "--text", "unseen wordsmithery").exit_code == 0
@@ -263,7 +329,16 @@ def test_folder_per_class_data(tmp_path):
         (tmp_path / label).mkdir()
         for i, text in enumerate(words):
             (tmp_path / label / f"{i}.txt").write_text(text)
-    cfg = compose("sentiment", ["data=folder", f"data.train={tmp_path}", f"data.valid={tmp_path}", "data.classes=[neg,pos]", "data.min_freq=1"])
+    cfg = compose(
+        "sentiment",
+        [
+            "data=folder",
+            f"data.train={tmp_path}",
+            f"data.valid={tmp_path}",
+            "data.classes=[neg,pos]",
+            "data.min_freq=1",
+        ],
+    )
     prepared = RECIPE.prepare(cfg.data, None, ("train", "valid"))
     assert prepared.vocab["classes"] == ["neg", "pos"] and prepared.splits["train"].labels.tolist() == [0, 0, 1, 1]
 
@@ -281,10 +356,20 @@ def test_sst2_trains_samples_and_evaluates_from_the_real_files(tmp_path):
 def test_subwords_give_a_word_unseen_in_training_a_vector_from_its_spelling(tmp_path):
     texts = ["a warm film", "a dull film", "warm and moving", "dull and flat"] * 8
     train = write_tsv(tmp_path / "train.tsv", texts, ["pos", "neg", "pos", "neg"] * 8)
-    fit(tmp_path / "run", "data=tsv", f"data.train={train}", f"data.valid={train}", "data.text_column=sentence", "data.subword_buckets=4096", "trainer.max_steps=5")
+    fit(
+        tmp_path / "run",
+        "data=tsv",
+        f"data.train={train}",
+        f"data.valid={train}",
+        "data.text_column=sentence",
+        "data.subword_buckets=4096",
+        "trainer.max_steps=5",
+    )
     state = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["vocab"]["subword_buckets"] == 4096
-    batch = sentiment.collate(list(RECIPE.prepare_inputs(state["vocab"], ["warmly moving", "flatly dull"]).splits["inputs"]))
+    batch = sentiment.collate(
+        list(RECIPE.prepare_inputs(state["vocab"], ["warmly moving", "flatly dull"]).splits["inputs"])
+    )
     assert batch["tokens"][:, 0].tolist() == [UNK_ID, UNK_ID]  # unknown words, told apart by their n-grams
     assert set(ngram_buckets(["warmly"], 4096)[0].tolist()) <= set(batch["subwords"][0, 0].tolist())
     model = RECIPE.build_model(sentiment.ModelConfig(**state["config"]["model"]), state["vocab"]).eval()
@@ -296,13 +381,24 @@ def test_subwords_give_a_word_unseen_in_training_a_vector_from_its_spelling(tmp_
 
 
 def test_subwords_need_the_word_tokenizer(tmp_path):
-    result = seqtrain("fit", "recipe=sentiment", "data.tokenizer=sentencepiece", "data.subword_buckets=100", f"run_dir={tmp_path / 'run'}")
+    result = seqtrain(
+        "fit",
+        "recipe=sentiment",
+        "data.tokenizer=sentencepiece",
+        "data.subword_buckets=100",
+        f"run_dir={tmp_path / 'run'}",
+    )
     assert result.exit_code == 2 and "it needs data.tokenizer=word" in result.output
     assert not (tmp_path / "run").exists()
 
 
 def test_subword_buckets_are_kept_once_per_distinct_word():
-    vocab = {"tokenizer": {"kind": "word", "symbols": ["good", "film"]}, "classes": ["0", "1"], "class_counts": [1, 1], "subword_buckets": 100}
+    vocab = {
+        "tokenizer": {"kind": "word", "symbols": ["good", "film"]},
+        "classes": ["0", "1"],
+        "class_counts": [1, 1],
+        "subword_buckets": 100,
+    }
     encoded = sentiment.encode(vocab, ["good film", "good good unseenword"], [0, 1], "test")
     assert encoded.ngrams.size(0) == 3  # good, film, unseenword
     ids, _, ngrams = encoded[1]

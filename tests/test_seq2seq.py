@@ -25,7 +25,9 @@ def batch_of(sources, targets):
     return src, src_lengths, tgt, tgt_lengths
 
 
-@pytest.mark.parametrize("cell,attention", [("gru", "additive"), ("gru", "dot"), ("lstm", "general"), ("lstm", "additive")])
+@pytest.mark.parametrize(
+    "cell,attention", [("gru", "additive"), ("gru", "dot"), ("lstm", "general"), ("lstm", "additive")]
+)
 def test_outputs_do_not_change_with_padding(cell, attention):
     model = tiny(cell, attention).eval()
     sources, targets = [[3, 4, 5], [6, 7, 8, 9, 10, 3, 4], [5]], [[5, 6], [7, 8, 9, 10, 11, 12], [3, 4, 5, 6]]

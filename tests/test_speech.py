@@ -5,39 +5,33 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 import soundfile
 import torch
-from typer.testing import CliRunner
 
-from conftest import SHARED_DATA, assert_float32_close
-from seqtrain import runs
-from seqtrain.cli import app
+from conftest import SHARED_DATA, assert_float32_close, seqtrain, write_wav
 from seqtrain.config import compose
 from seqtrain.data.audio_files import fsdd_entries
 from seqtrain.data.synthetic_audio import SyntheticAudio
 from seqtrain.models.audio_classifier import AudioClassifier, Augmentation
-from seqtrain.recipes import speech
 from seqtrain.recipes.speech import Speech
 from seqtrain.rundir import load_model
 
-runner = CliRunner()
 TINY = [
-    "data.size=320", "data.batch_size=16", "data.cache_audio=true", "model.cnn_channels=[8,16]", "model.rnn_hidden=32",
-    "model.rnn_layers=1", "model.dnn_sizes=[32]", "optim.lr=0.005", "sched.warmup_steps=0", "trainer.max_steps=80", "trainer.max_epochs=null",
-    "trainer.max_time=null", "trainer.log_every_steps=20",
+    "data.size=320",
+    "data.batch_size=16",
+    "data.cache_audio=true",
+    "model.cnn_channels=[8,16]",
+    "model.rnn_hidden=32",
+    "model.rnn_layers=1",
+    "model.dnn_sizes=[32]",
+    "optim.lr=0.005",
+    "sched.warmup_steps=0",
+    "trainer.max_steps=80",
+    "trainer.max_epochs=null",
+    "trainer.max_time=null",
+    "trainer.log_every_steps=20",
 ]
-
-
-def seqtrain(*args):
-    return runner.invoke(app, list(args))
-
-
-def write_wav(path, seconds=0.1, rate=16000, seed=0):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    soundfile.write(str(path), np.random.default_rng(seed).normal(0, 0.1, int(seconds * rate)).astype("float32"), rate)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +106,9 @@ def test_fsdd_reader_keeps_the_official_split_and_carves_validation(tmp_path, ca
 def test_real_fsdd_split_counts():
     entries, skipped = fsdd_entries(SHARED_DATA / "fsdd", valid_fraction=0.1)
     assert {split: len(e) for split, e in entries.items()} == {"test": 300, "valid": 300, "train": 2400} and not skipped
-    assert {e.speaker for e in entries["test"]} == {e.speaker for e in entries["train"]} and len({e.speaker for e in entries["train"]}) == 6
+    assert {e.speaker for e in entries["test"]} == {e.speaker for e in entries["train"]} and len(
+        {e.speaker for e in entries["train"]}
+    ) == 6
 
 
 def test_folder_layout_honours_validation_list(tmp_path):
@@ -124,7 +120,10 @@ def test_folder_layout_honours_validation_list(tmp_path):
     data = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.test_fraction=0.3"]).data
     prepared = Speech().prepare(data, None, ("train", "valid", "test"))
     valid = prepared.splits["valid"].dataset
-    assert sorted(p.parent.name + "/" + p.name for p in valid.paths) == ["no/spk1_nohash_0.wav", "yes/spk0_nohash_0.wav"]
+    assert sorted(p.parent.name + "/" + p.name for p in valid.paths) == [
+        "no/spk1_nohash_0.wav",
+        "yes/spk0_nohash_0.wav",
+    ]
     assert prepared.vocab["classes"] == ["no", "yes"]
     assert 0 < len(prepared.splits["test"]) < 18 and len(prepared.splits["train"]) + len(prepared.splits["test"]) == 18
 
@@ -140,8 +139,16 @@ def bad_folder(root):
 
 
 def test_unreadable_and_empty_files_are_skipped_with_reasons(tmp_path, capsys):
-    data = compose("speech", ["data=folder", f"data.root={bad_folder(tmp_path)}", "data.max_skipped_fraction=0.5",
-                              "data.valid_fraction=0.01", "data.test_fraction=0"]).data
+    data = compose(
+        "speech",
+        [
+            "data=folder",
+            f"data.root={bad_folder(tmp_path)}",
+            "data.max_skipped_fraction=0.5",
+            "data.valid_fraction=0.01",
+            "data.test_fraction=0",
+        ],
+    ).data
     prepared = Speech().prepare(data, None, ("train",))
     assert len(prepared.splits["train"]) == 6
     err = capsys.readouterr().err
@@ -154,15 +161,32 @@ def test_clips_shorter_than_one_frame_are_skipped_and_counted(tmp_path, capsys):
     for i in range(6):
         write_wav(tmp_path / "go" / f"good{i}.wav", seed=i)
     write_wav(tmp_path / "go" / "click.wav", seconds=0.012)  # 192 samples at 16 kHz: under one 25 ms window (400)
-    data = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.max_skipped_fraction=0.5",
-                              "data.valid_fraction=0.01", "data.test_fraction=0", "data.augment.speed_perturb=false"]).data
+    data = compose(
+        "speech",
+        [
+            "data=folder",
+            f"data.root={tmp_path}",
+            "data.max_skipped_fraction=0.5",
+            "data.valid_fraction=0.01",
+            "data.test_fraction=0",
+            "data.augment.speed_perturb=false",
+        ],
+    ).data
     assert len(Speech().prepare(data, None, ("train",)).splits["train"]) == 6
     err = capsys.readouterr().err
     assert "click.wav: shorter than one feature frame (192 samples at 16000 Hz < 400)" in err
     assert "skipped 1 of 7 audio files: 1 shorter than one feature frame" in err
     # the window follows data.kaldi: 10 ms frames fit in the click
-    short_frames = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.valid_fraction=0.01",
-                                      "data.test_fraction=0", "data.kaldi.frame_length_ms=10"]).data
+    short_frames = compose(
+        "speech",
+        [
+            "data=folder",
+            f"data.root={tmp_path}",
+            "data.valid_fraction=0.01",
+            "data.test_fraction=0",
+            "data.kaldi.frame_length_ms=10",
+        ],
+    ).data
     assert len(Speech().prepare(short_frames, None, ("train",)).splits["train"]) == 7
 
 
@@ -170,15 +194,32 @@ def test_speed_perturbation_raises_the_training_minimum(tmp_path, capsys):
     for i in range(6):
         write_wav(tmp_path / "go" / f"good{i}.wav", seed=i)
     write_wav(tmp_path / "go" / "edge.wav", seconds=0.026)  # 416 samples: one frame, but 379 at speed 1.1
-    data = compose("speech", ["data=folder", f"data.root={tmp_path}", "data.max_skipped_fraction=0.5", "data.valid_fraction=0.01",
-                              "data.test_fraction=0", "data.augment.speed_perturb=true"]).data
+    data = compose(
+        "speech",
+        [
+            "data=folder",
+            f"data.root={tmp_path}",
+            "data.max_skipped_fraction=0.5",
+            "data.valid_fraction=0.01",
+            "data.test_fraction=0",
+            "data.augment.speed_perturb=true",
+        ],
+    ).data
     assert len(Speech().prepare(data, None, ("train",)).splits["train"]) == 6
     assert "edge.wav: shorter than one feature frame (416 samples at 16000 Hz < 439)" in capsys.readouterr().err
 
 
 def test_kaldi_options_reach_the_model_through_the_vocabulary():
-    cfg = compose("speech", [*TINY, "model.features=mfcc", "data.kaldi.window=blackman", "data.kaldi.use_energy=true",
-                             "data.kaldi.cepstral_lifter=0"])
+    cfg = compose(
+        "speech",
+        [
+            *TINY,
+            "model.features=mfcc",
+            "data.kaldi.window=blackman",
+            "data.kaldi.use_energy=true",
+            "data.kaldi.cepstral_lifter=0",
+        ],
+    )
     prepared = Speech().prepare(cfg.data, None, ("train",))
     assert prepared.vocab["kaldi"]["window"] == "blackman"
     model = Speech().build_model(cfg.model, prepared.vocab)
@@ -187,17 +228,25 @@ def test_kaldi_options_reach_the_model_through_the_vocabulary():
     assert not torch.equal(model.features.fbank.window, default.features.fbank.window)
 
 
-@pytest.mark.parametrize("override, message", [
-    ("model.frontend=sox", "model.frontend='sox' is unknown; valid: torch, torchaudio"),
-    ("data.kaldi.window=kaiser", "data.kaldi.window='kaiser' is unknown; valid: povey, hanning, hamming, rectangular, blackman"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("model.frontend=sox", "model.frontend='sox' is unknown; valid: torch, torchaudio"),
+        (
+            "data.kaldi.window=kaiser",
+            "data.kaldi.window='kaiser' is unknown; valid: povey, hanning, hamming, rectangular, blackman",
+        ),
+    ],
+)
 def test_bad_front_end_settings_are_one_line(tmp_path, override, message):
     result = seqtrain("fit", "recipe=speech", override, f"run_dir={tmp_path / 'run'}")
     assert result.exit_code == 2 and result.stderr == f"error: {message}\n" and not (tmp_path / "run").exists()
 
 
 def test_too_many_skipped_files_stop_with_one_line(tmp_path):
-    result = seqtrain("fit", "recipe=speech", "data=folder", f"data.root={bad_folder(tmp_path)}", f"run_dir={tmp_path / 'run'}")
+    result = seqtrain(
+        "fit", "recipe=speech", "data=folder", f"data.root={bad_folder(tmp_path)}", f"run_dir={tmp_path / 'run'}"
+    )
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: 3 of ")
     assert "data.max_skipped_fraction=0.05" in result.stderr and not (tmp_path / "run").exists()
@@ -216,7 +265,10 @@ def test_sample_audio_prints_label_and_probabilities(trained, tmp_path):
     assert missing.exit_code == 2 and "nope.wav: not a readable audio file" in missing.stderr
     click = write_wav(tmp_path / "click.wav", seconds=0.01)
     short = seqtrain("sample", str(run_dir), "--audio", str(click))
-    assert short.exit_code == 2 and short.stderr == f"error: {click}: shorter than one feature frame (160 samples at 16000 Hz < 400)\n"
+    assert (
+        short.exit_code == 2
+        and short.stderr == f"error: {click}: shorter than one feature frame (160 samples at 16000 Hz < 400)\n"
+    )
 
 
 def test_evaluate_scores_the_test_split(trained):

@@ -26,9 +26,13 @@ def test_buckets_are_in_range_and_each_row_is_padded_to_the_longest_word():
 
 
 def test_bucket_ids_do_not_depend_on_the_process_string_hash_seed():
-    code = "from seqtrain.data.subwords import ngram_buckets; print(ngram_buckets(['moving', 'dull'], 1 << 15).tolist())"
+    code = (
+        "from seqtrain.data.subwords import ngram_buckets; print(ngram_buckets(['moving', 'dull'], 1 << 15).tolist())"
+    )
     outputs = {
-        subprocess.run([sys.executable, "-c", code], env={"PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True).stdout
+        subprocess.run(
+            [sys.executable, "-c", code], env={"PYTHONHASHSEED": seed}, capture_output=True, text=True, check=True
+        ).stdout
         for seed in ("1", "2")
     }
     assert outputs == {str(ngram_buckets(["moving", "dull"], 1 << 15).tolist()) + "\n"}

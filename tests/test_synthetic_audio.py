@@ -49,7 +49,9 @@ def features(data: SyntheticAudio) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     return feats, frames, torch.tensor(data.labels)
 
 
-def nearest_centroid_accuracy(train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor) -> float:
+def nearest_centroid_accuracy(
+    train: torch.Tensor, train_labels: torch.Tensor, test: torch.Tensor, test_labels: torch.Tensor
+) -> float:
     mean, std = train.mean(0), train.std(0) + 1e-5
     train, test = (train - mean) / std, (test - mean) / std
     centroids = torch.stack([train[train_labels == c].mean(0) for c in range(int(train_labels.max()) + 1)])
@@ -64,7 +66,9 @@ def test_averaged_frames_are_at_chance_but_order_solves_it():
         return feats.sum(1) / frames[:, None]
 
     def quarters(feats, frames):  # (B, T, 40) -> (B, 160): the mean of each quarter, in order
-        return torch.stack([torch.cat([q.mean(0) for q in row[:n].tensor_split(4)]) for row, n in zip(feats, frames.tolist())])
+        return torch.stack(
+            [torch.cat([q.mean(0) for q in row[:n].tensor_split(4)]) for row, n in zip(feats, frames.tolist())]
+        )
 
     chance = 1 / 6
     bag_accuracy = nearest_centroid_accuracy(bag(*train[:2]), train[2], bag(*test[:2]), test[2])

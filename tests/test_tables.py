@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from seqtrain.data.tables import (
-    SST2_FILES, class_names, download_sst2, read_folders, read_sst2, read_table,
+    SST2_FILES,
+    class_names,
+    download_sst2,
+    read_folders,
+    read_sst2,
+    read_table,
 )
 from seqtrain.errors import DataError
 
@@ -66,7 +71,9 @@ def test_a_missing_file_is_named(tmp_path):
 def test_class_names_are_ordered_and_a_validation_only_label_is_named():
     assert class_names(["10", "2", "1", "2"], ["1"]) == ["1", "2", "10"]
     assert class_names(["pos", "neg"]) == ["neg", "pos"]
-    with pytest.raises(DataError, match=r"label 'neutral' in dev.tsv never appears in training; training labels: neg, pos"):
+    with pytest.raises(
+        DataError, match=r"label 'neutral' in dev.tsv never appears in training; training labels: neg, pos"
+    ):
         class_names(["pos", "neg"], ["neg", "neutral"], "dev.tsv")
 
 
@@ -77,7 +84,10 @@ def test_folder_per_class_layout(tmp_path):
     write(root / "neg" / "1.txt", "Dull.")
     write(root / "unsup" / "9.txt", "no label")
     write(root / "notes" / "readme.md", "not a class")
-    assert read_folders(root, classes=["neg", "pos"]) == (["Dull.", "A moving film.", "Loved it"], ["neg", "pos", "pos"])
+    assert read_folders(root, classes=["neg", "pos"]) == (
+        ["Dull.", "A moving film.", "Loved it"],
+        ["neg", "pos", "pos"],
+    )
     assert set(read_folders(root)[1]) == {"neg", "pos", "unsup"}
     with pytest.raises(DataError, match="no class folder 'neutral'; folders with .txt files: neg, pos, unsup"):
         read_folders(root, classes=["neutral"])

@@ -6,7 +6,14 @@ import torch
 
 from seqtrain.data.synthetic_sentiment import make_splits
 from seqtrain.data.tokenizers import (
-    BOS_ID, EOS_ID, PAD_ID, UNK_ID, CharTokenizer, WordTokenizer, build_tokenizer, tokenizer_from_dict,
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    CharTokenizer,
+    WordTokenizer,
+    build_tokenizer,
+    tokenizer_from_dict,
 )
 from seqtrain.errors import ConfigError, DataError
 

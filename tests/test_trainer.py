@@ -10,7 +10,7 @@ import torch
 from rich.console import Console
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from conftest import tiny_overrides, assert_float32_close
+from conftest import assert_float32_close, tiny_overrides
 from seqtrain import checkpoint, config, runs, trainer
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.errors import ConfigError, Interrupted, TrainingError
@@ -45,14 +45,18 @@ def regression_task(summarize=None):
         return {"x": torch.stack([x for x, _ in items]), "y": torch.stack([y for _, y in items])}
 
     torch.manual_seed(0)
-    return trainer.Task(torch.nn.Linear(3, 1), step, summarize or (lambda t: {"loss": float(t["sq"] / t["n"])}), collate)
+    return trainer.Task(
+        torch.nn.Linear(3, 1), step, summarize or (lambda t: {"loss": float(t["sq"] / t["n"])}), collate
+    )
 
 
 def fit_regression(tmp_path, task=None, shuffle=True, batch_size=8, sched=None, resume=None, **overrides):
     cfg = LoopConfig(**{"max_steps": 40, "log_every_steps": 5, "val_every_steps": 10, **overrides})
     meta = {"recipe": "toy", "config": {"model": {}}, "vocab": {}}
     task = task or regression_task()
-    settings = trainer.Settings(cfg, OptimConfig(name="sgd", lr=0.1), sched or SchedConfig(), BatchingConfig(batch_size=batch_size))
+    settings = trainer.Settings(
+        cfg, OptimConfig(name="sgd", lr=0.1), sched or SchedConfig(), BatchingConfig(batch_size=batch_size)
+    )
     train, valid = Regression(64, 1), Regression(32, 2)
     sampler = trainer.preflight(task, train, valid, settings, shuffle_train=shuffle)
     resume_from = checkpoint.load(RunDir(resume).find_checkpoint("last")) if resume else None
@@ -81,7 +85,9 @@ def test_ema_validates_and_keeps_the_moving_average_and_saves_the_raw_weights_fo
     raw_after_each_step = []
     task = regression_task()
     record = register_optimizer_step_post_hook(
-        lambda *_: raw_after_each_step.append(torch.cat([p.detach().clone().flatten() for p in task.model.parameters()]))
+        lambda *_: raw_after_each_step.append(
+            torch.cat([p.detach().clone().flatten() for p in task.model.parameters()])
+        )
     )
     try:
         _, metrics = fit_regression(tmp_path, task=task, shuffle=False, ema_decay=0.95)
@@ -186,8 +192,14 @@ def fit_char_lm(corpus, *extra):
 # mid-epoch, and in the second epoch (70 batches per epoch) with a moving average of the weights
 @pytest.mark.parametrize("stop_at, ema", [(13, []), (75, ["trainer.ema_decay=0.9"])])
 def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_same_weights(corpus, tmp_path, monkeypatch, stop_at, ema):
-    common = ["model.dropout=0.2", "sched=cosine", "sched.warmup_steps=5", "trainer.max_steps=90",
-              "trainer.val_every_steps=30", *ema]
+    common = [
+        "model.dropout=0.2",
+        "sched=cosine",
+        "sched.warmup_steps=5",
+        "trainer.max_steps=90",
+        "trainer.val_every_steps=30",
+        *ema,
+    ]
     fit_char_lm(corpus, *common, f"run_dir={tmp_path / 'whole'}")
 
     real_step, calls = char_lm.step, {"n": 0}
@@ -200,7 +212,9 @@ def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_same_weights(corpus,
         return real_step(model, batch)
 
     monkeypatch.setattr(char_lm, "step", step_then_sigterm)
-    with pytest.raises(Interrupted, match=f"stopped at step {stop_at}; .*resume with: seqtrain fit recipe=char_lm trainer.resume="):
+    with pytest.raises(
+        Interrupted, match=f"stopped at step {stop_at}; .*resume with: seqtrain fit recipe=char_lm trainer.resume="
+    ):
         fit_char_lm(corpus, *common, f"run_dir={tmp_path / 'stopped'}")
     monkeypatch.setattr(char_lm, "step", real_step)
     fit_char_lm(corpus, *common, f"trainer.resume={tmp_path / 'stopped'}")
@@ -220,7 +234,14 @@ def test_a_run_stopped_by_sigterm_and_resumed_ends_with_the_same_weights(corpus,
         ["trainer.log_histograms_every=5", "trainer.clip_grad_norm=null", "trainer.clip_grad_value=0.5"],
         ["data.stateful=true", "optim=sgd", "optim.lr=0.05", "optim.momentum=0.9", "optim.nesterov=true"],
         ["data.max_tokens=256", "trainer.grad_accum=2", "optim=rmsprop", "optim.l1=1e-5"],
-        ["sched=newbob", "sched.warmup_steps=0", "optim=adagrad", "model.cell=rnn_tanh", "model.init=xavier", "model.recurrent_init=orthogonal"],
+        [
+            "sched=newbob",
+            "sched.warmup_steps=0",
+            "optim=adagrad",
+            "model.cell=rnn_tanh",
+            "model.init=xavier",
+            "model.recurrent_init=orthogonal",
+        ],
     ],
 )
 def test_trainer_switches_train_end_to_end(corpus, tmp_path, switches):
@@ -296,7 +317,11 @@ def separable_task():
         logits = model(batch["x"]).squeeze(1)  # (B, 2)
         loss_sum = torch.nn.functional.cross_entropy(logits, batch["y"], reduction="sum")
         correct = (logits.argmax(-1) == batch["y"]).sum().float()
-        return loss_sum / len(batch["y"]), {"loss_sum": loss_sum.detach(), "correct": correct, "n": torch.tensor(float(len(batch["y"])))}
+        return loss_sum / len(batch["y"]), {
+            "loss_sum": loss_sum.detach(),
+            "correct": correct,
+            "n": torch.tensor(float(len(batch["y"]))),
+        }
 
     def summarize(t):
         return {"loss": float(t["loss_sum"] / t["n"]), "accuracy": float(t["correct"] / t["n"])}
@@ -305,19 +330,29 @@ def separable_task():
         return {"x": torch.stack([x for x, _ in items]), "y": torch.stack([y for _, y in items])}
 
     torch.manual_seed(0)
-    return trainer.Task(torch.nn.Linear(3, 2), step, summarize, collate, resolution=lambda t: {"accuracy": 1 / float(t["n"])})
+    return trainer.Task(
+        torch.nn.Linear(3, 2), step, summarize, collate, resolution=lambda t: {"accuracy": 1 / float(t["n"])}
+    )
 
 
 def test_a_saturated_accuracy_hands_model_selection_and_newbob_to_the_validation_loss(tmp_path):
     """Accuracy reaches 1.0 at the first validations and stays; the loss keeps falling. best.pt must follow
     the loss past the first 100%, and NewBob must not anneal while the loss improves."""
     task = separable_task()
-    cfg = LoopConfig(max_steps=60, log_every_steps=5, val_every_steps=5,
-                     early_stopping=trainer.EarlyStoppingConfig(monitor="accuracy", mode="max", patience=3))
-    settings = trainer.Settings(cfg, OptimConfig(name="sgd", lr=0.2), SchedConfig(name="newbob", patience=0), BatchingConfig(batch_size=16))
+    cfg = LoopConfig(
+        max_steps=60,
+        log_every_steps=5,
+        val_every_steps=5,
+        early_stopping=trainer.EarlyStoppingConfig(monitor="accuracy", mode="max", patience=3),
+    )
+    settings = trainer.Settings(
+        cfg, OptimConfig(name="sgd", lr=0.2), SchedConfig(name="newbob", patience=0), BatchingConfig(batch_size=16)
+    )
     train, valid = Separable(256, 1), Separable(64, 2)
     sampler = trainer.preflight(task, train, valid, settings, shuffle_train=True)
-    trainer.fit(task, train, valid, settings, tmp_path, {"recipe": "toy", "config": {"model": {}}, "vocab": {}}, sampler=sampler)
+    trainer.fit(
+        task, train, valid, settings, tmp_path, {"recipe": "toy", "config": {"model": {}}, "vocab": {}}, sampler=sampler
+    )
     records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     valid_records = [r for r in records if r["split"] == "valid"]
     first_saturated = next(r["step"] for r in valid_records if r["accuracy"] == 1.0)

@@ -22,37 +22,45 @@ import yaml
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from typer.testing import CliRunner
 
-from conftest import tiny_overrides
-from seqtrain.cli import app
+from conftest import seqtrain, tiny_overrides
 from seqtrain.config import compose
 from seqtrain.study_report import load
 
-runner = CliRunner()
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # retry_history and co.
 SPACE = ["optim.lr=choice(1e-2, 1e-7)", "model.dropout=interval(0.0, 0.2)"]
 
 
 def tune_args(corpus: Path, study_dir: Path, *extra: str, steps: int = 20) -> list[str]:
-    return ["tune", "recipe=char_lm", *tiny_overrides(corpus, f"trainer.max_steps={steps}", "trainer.val_every_steps=5"),
-            f"run_dir={study_dir}", *SPACE, *extra]
+    return [
+        "tune",
+        "recipe=char_lm",
+        *tiny_overrides(corpus, f"trainer.max_steps={steps}", "trainer.val_every_steps=5"),
+        f"run_dir={study_dir}",
+        *SPACE,
+        *extra,
+    ]
 
 
 def start_worker(args: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "seqtrain", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "seqtrain", *args], cwd=cwd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def trained_by(stderr: str) -> list[int]:
     """The trials a worker started, from its `trial N: key=value ...` lines."""
-    return [int(line.split()[1].rstrip(":")) for line in stderr.splitlines() if line.startswith("trial ") and line.split()[1].endswith(":")]
+    return [
+        int(line.split()[1].rstrip(":"))
+        for line in stderr.splitlines()
+        if line.startswith("trial ") and line.split()[1].endswith(":")
+    ]
 
 
 @pytest.fixture(scope="module")
 def small_study(corpus, tmp_path_factory):
     study_dir = tmp_path_factory.mktemp("tune") / "study"
-    result = runner.invoke(app, tune_args(corpus, study_dir, "--trials", "4", "--prune-after", "1"))
+    result = seqtrain(*tune_args(corpus, study_dir, "--trials", "4", "--prune-after", "1"))
     assert result.exit_code == 0, result.output
     return study_dir, result
 
@@ -87,7 +95,9 @@ def test_a_pruned_trial_stops_at_that_validation_keeps_its_checkpoint_and_says_s
     pruned = [t for t in load(study_dir).get_trials() if t.state == TrialState.PRUNED]
     assert pruned, "the seeded study prunes its 1e-7 trials after the first 1e-2 trial"
     for t in pruned:
-        steps = [json.loads(line)["step"] for line in (study_dir / str(t.number) / "metrics.jsonl").read_text().splitlines()]
+        steps = [
+            json.loads(line)["step"] for line in (study_dir / str(t.number) / "metrics.jsonl").read_text().splitlines()
+        ]
         assert max(steps) < 20 and (study_dir / str(t.number) / "checkpoints" / "last.pt").is_file()
         assert f"trial {t.number} pruned" in result.stderr
     assert "finished: pruned by the median pruner at validation 1" in result.stderr
@@ -103,7 +113,7 @@ def test_every_trial_logs_its_values_and_final_metrics_for_tensorboard_s_hparams
 
 def test_report_prints_a_study_again_without_training(small_study):
     study_dir, first = small_study
-    result = runner.invoke(app, ["tune", "--report", str(study_dir)])
+    result = seqtrain("tune", "--report", study_dir)
     assert result.exit_code == 0, result.output
     assert result.stdout == first.stdout  # the table
     assert len(load(study_dir).get_trials()) == 4
@@ -125,14 +135,41 @@ def assert_shared_exactly(study: optuna.Study, done: list[subprocess.CompletedPr
 
 
 def test_two_workers_on_one_sqlite_study_run_exactly_the_trials_it_asks_for(corpus, tmp_path):
-    args = [*tune_args(corpus, tmp_path / "study", "--trials", "3", "--study", "shared", "--heartbeat", "1", "--pruner", "none", steps=10)]
+    args = [
+        *tune_args(
+            corpus,
+            tmp_path / "study",
+            "--trials",
+            "3",
+            "--study",
+            "shared",
+            "--heartbeat",
+            "1",
+            "--pruner",
+            "none",
+            steps=10,
+        )
+    ]
     done = run_workers(args, tmp_path)
     assert_shared_exactly(load(tmp_path / "study"), done, 3)
 
 
 def test_a_killed_worker_s_trial_fails_by_its_heartbeat_and_runs_again(corpus, tmp_path):
-    args = ["tune", "recipe=char_lm", *tiny_overrides(corpus, "trainer.max_steps=300", "trainer.val_every_steps=20", "trainer.val_max_batches=1"),
-            f"run_dir={tmp_path / 'study'}", *SPACE, "--trials", "2", "--study", "killed", "--heartbeat", "1", "--pruner", "none"]
+    args = [
+        "tune",
+        "recipe=char_lm",
+        *tiny_overrides(corpus, "trainer.max_steps=300", "trainer.val_every_steps=20", "trainer.val_max_batches=1"),
+        f"run_dir={tmp_path / 'study'}",
+        *SPACE,
+        "--trials",
+        "2",
+        "--study",
+        "killed",
+        "--heartbeat",
+        "1",
+        "--pruner",
+        "none",
+    ]
     doomed = start_worker(args, tmp_path)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # until its first trial has reported a validation
@@ -174,8 +211,17 @@ def postgres(tmp_path):
     bin_dir = Path(binaries[-1])
     run = lambda *command: subprocess.run([*as_user, *command], check=True, capture_output=True, text=True)  # noqa: E731
     run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-U", "seqtrain", "--auth=trust", "-E", "UTF8")
-    run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w", "start",
-        "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1")
+    run(
+        str(bin_dir / "pg_ctl"),
+        "-D",
+        str(data / "db"),
+        "-l",
+        str(data / "log"),
+        "-w",
+        "start",
+        "-o",
+        f"-p {port} -k {data} -c listen_addresses=127.0.0.1",
+    )
     try:
         run(str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "seqtrain", "tune")
         yield f"postgresql://seqtrain@127.0.0.1:{port}/tune"
@@ -185,7 +231,21 @@ def postgres(tmp_path):
 
 
 def test_two_workers_share_a_study_on_a_postgresql_server(corpus, tmp_path, postgres):
-    args = [*tune_args(corpus, tmp_path / "study", "--trials", "3", "--study", "pg", "--storage", postgres, "--heartbeat", "1", steps=10)]
+    args = [
+        *tune_args(
+            corpus,
+            tmp_path / "study",
+            "--trials",
+            "3",
+            "--study",
+            "pg",
+            "--storage",
+            postgres,
+            "--heartbeat",
+            "1",
+            steps=10,
+        )
+    ]
     done = run_workers(args, tmp_path)
     assert_shared_exactly(optuna.load_study(study_name="pg", storage=postgres), done, 3)
     assert json.loads((tmp_path / "study" / "study.json").read_text())["storage"] == postgres
@@ -198,16 +258,28 @@ def test_two_workers_share_a_study_on_a_postgresql_server(corpus, tmp_path, post
         (["model.cell=interval(0, 1)"], [], "model.cell is a string field: search its values with choice(...)"),
         (["optim=interval(0, 1)"], [], "optim is a config group: search its options with choice(...)"),
         (["model.dropout=interval(0.4, 0.1)"], [], "model.dropout: interval(0.4, 0.1) is empty"),
-        (["model.hidden_size=interval(16, 64)"], [], "model.hidden_size is an integer: search it with int(interval(...))"),
+        (
+            ["model.hidden_size=interval(16, 64)"],
+            [],
+            "model.hidden_size is an integer: search it with int(interval(...))",
+        ),
         (["optim.lr=3e-3"], [], "nothing to search"),
         (SPACE, ["--sampler", "grid"], "model.dropout: --sampler grid needs a discrete space"),
-        (SPACE, ["--storage", "postgresql://nobody@127.0.0.1:1/none"], "cannot open the study storage postgresql://nobody@127.0.0.1:1/none"),
-        (SPACE, ["--storage", "sqlite:////no/such/dir/study.db"], "cannot open the study storage sqlite:////no/such/dir/study.db"),
+        (
+            SPACE,
+            ["--storage", "postgresql://nobody@127.0.0.1:1/none"],
+            "cannot open the study storage postgresql://nobody@127.0.0.1:1/none",
+        ),
+        (
+            SPACE,
+            ["--storage", "sqlite:////no/such/dir/study.db"],
+            "cannot open the study storage sqlite:////no/such/dir/study.db",
+        ),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_creates_nothing(space, options, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["tune", "recipe=char_lm", "trainer.max_steps=5", *space, *options])
+    result = seqtrain("tune", "recipe=char_lm", "trainer.max_steps=5", *space, *options)
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
@@ -216,13 +288,13 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(space, options, messag
 
 def test_a_bagged_trial_is_refused_in_one_line(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = runner.invoke(app, ["tune", "recipe=sentiment", "trainer.bagging=3", "optim.lr=interval(1e-4, 1e-2)"])
+    result = seqtrain("tune", "recipe=sentiment", "trainer.bagging=3", "optim.lr=interval(1e-4, 1e-2)")
     assert result.exit_code == 2 and result.stderr.startswith("error: a trial is one run: drop trainer.bagging")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_report_of_a_dir_that_holds_no_study_is_one_line(tmp_path):
-    result = runner.invoke(app, ["tune", "--report", str(tmp_path)])
+    result = seqtrain("tune", "--report", tmp_path)
     assert result.exit_code == 2 and result.stderr == f"error: {tmp_path} is not a study dir (no study.json)\n"
 
 

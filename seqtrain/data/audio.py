@@ -41,7 +41,9 @@ def load_audio(path: str | Path, sample_rate: int) -> torch.Tensor:
     return resample(wave[None], rate, sample_rate)[0]
 
 
-def resample(wave: torch.Tensor, orig_rate: int, new_rate: int, zero_crossings: int = 6, rolloff: float = 0.99) -> torch.Tensor:
+def resample(
+    wave: torch.Tensor, orig_rate: int, new_rate: int, zero_crossings: int = 6, rolloff: float = 0.99
+) -> torch.Tensor:
     """Band-limited (windowed-sinc, polyphase) resampling of (B, N) -> (B, ceil(N * new / orig)).
 
     The rate ratio is reduced to lowest terms orig:new; each of the `new` output phases is one FIR filter
@@ -166,7 +168,9 @@ class Fbank(nn.Module):
         self.size = int(sample_rate * frame_length_ms * 0.001)
         self.fft_size = 2 ** (self.size - 1).bit_length() if round_to_power_of_two else self.size
         if self.shift < 1 or self.size < 2 or self.fft_size % 2 or not 0 <= preemphasis <= 1 or energy_floor < 0:
-            raise ConfigError("frame length/shift give no even FFT size, preemphasis is outside [0, 1], or energy_floor < 0")
+            raise ConfigError(
+                "frame length/shift give no even FFT size, preemphasis is outside [0, 1], or energy_floor < 0"
+            )
         self.preemphasis, self.remove_dc_offset, self.snip_edges = preemphasis, remove_dc_offset, snip_edges
         self.dither, self.use_log_fbank, self.use_power = dither, use_log_fbank, use_power
         self.use_energy, self.raw_energy, self.energy_floor = use_energy, raw_energy, energy_floor
@@ -174,7 +178,9 @@ class Fbank(nn.Module):
         self.num_mel_bins = num_mel_bins
         self.num_features = num_mel_bins + use_energy
         self.register_buffer("window", feature_window(window, self.size, blackman_coeff), persistent=False)
-        self.register_buffer("banks", mel_banks(num_mel_bins, self.fft_size, sample_rate, low_freq, high_freq), persistent=False)
+        self.register_buffer(
+            "banks", mel_banks(num_mel_bins, self.fft_size, sample_rate, low_freq, high_freq), persistent=False
+        )
 
     @property
     def min_samples(self) -> int:
@@ -183,7 +189,9 @@ class Fbank(nn.Module):
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         if self.snip_edges:
-            return torch.where(lengths >= self.size, 1 + (lengths - self.size).div(self.shift, rounding_mode="floor"), 0)
+            return torch.where(
+                lengths >= self.size, 1 + (lengths - self.size).div(self.shift, rounding_mode="floor"), 0
+            )
         return (lengths + self.shift // 2).div(self.shift, rounding_mode="floor")
 
     def frames(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,7 +216,9 @@ class Fbank(nn.Module):
         Padded frames hold garbage here; `forward` zeroes them."""
         frames, frame_lengths = self.frames(wave, lengths)  # (B, T, size)
         if self.dither:
-            noise = torch.randn(frames.shape, generator=generator, device=generator.device if generator is not None else "cpu")
+            noise = torch.randn(
+                frames.shape, generator=generator, device=generator.device if generator is not None else "cpu"
+            )
             frames = frames + self.dither * noise.to(frames)
         if self.remove_dc_offset:
             frames = frames - frames.mean(dim=-1, keepdim=True)
@@ -237,7 +247,8 @@ class Fbank(nn.Module):
     def forward(
         self, wave: torch.Tensor, lengths: torch.Tensor | None = None, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, N) waveforms and lengths (B,) -> (B, T, num_features) features, zero past each frame length, and (B,) frame lengths."""
+        """(B, N) waveforms and lengths (B,) -> (B, T, num_features) features, zero past each frame length,
+        and (B,) frame lengths."""
         if lengths is None:
             lengths = torch.full((wave.size(0),), wave.size(1), device=wave.device)
         feats, energy, frame_lengths = self.mel_and_energy(wave, lengths, generator)
@@ -253,13 +264,27 @@ class Mfcc(nn.Module):
     sinusoidal cepstral lifter, in that order (folding the lifter into the DCT matrix rounds differently).
     `use_energy` puts the log frame energy in place of C0; `htk_compat` moves C0 (or the energy) last."""
 
-    def __init__(self, num_ceps: int = 13, cepstral_lifter: float = 22.0, num_mel_bins: int = 23,
-                 use_energy: bool = False, htk_compat: bool = False, subtract_mean: bool = False, **fbank_options):
+    def __init__(
+        self,
+        num_ceps: int = 13,
+        cepstral_lifter: float = 22.0,
+        num_mel_bins: int = 23,
+        use_energy: bool = False,
+        htk_compat: bool = False,
+        subtract_mean: bool = False,
+        **fbank_options,
+    ):
         super().__init__()
         if not 0 < num_ceps <= num_mel_bins:
             raise ConfigError(f"num_ceps must be in [1, num_mel_bins={num_mel_bins}], got {num_ceps}")
-        self.fbank = Fbank(num_mel_bins=num_mel_bins, use_log_fbank=True, use_power=True, use_energy=use_energy,
-                           subtract_mean=subtract_mean, **fbank_options)
+        self.fbank = Fbank(
+            num_mel_bins=num_mel_bins,
+            use_log_fbank=True,
+            use_power=True,
+            use_energy=use_energy,
+            subtract_mean=subtract_mean,
+            **fbank_options,
+        )
         self.use_energy, self.htk_compat, self.num_features = use_energy, htk_compat, num_ceps
         # torchaudio's create_dct(M, M, "ortho")[:, :num_ceps] in float32, with Kaldi's C0 column
         n, k = torch.arange(float(num_mel_bins)), torch.arange(float(num_ceps))[:, None]
@@ -268,7 +293,11 @@ class Mfcc(nn.Module):
         dct = (dct * math.sqrt(2.0 / float(num_mel_bins))).t()  # (M, num_ceps), column-major as torchaudio's
         dct[:, 0] = math.sqrt(1 / float(num_mel_bins))
         self.register_buffer("dct", dct, persistent=False)
-        lifter = 1.0 + 0.5 * cepstral_lifter * torch.sin(math.pi * torch.arange(num_ceps) / cepstral_lifter) if cepstral_lifter else None
+        lifter = (
+            1.0 + 0.5 * cepstral_lifter * torch.sin(math.pi * torch.arange(num_ceps) / cepstral_lifter)
+            if cepstral_lifter
+            else None
+        )
         self.register_buffer("lifter", lifter, persistent=False)
 
     @property
@@ -294,14 +323,18 @@ class Mfcc(nn.Module):
         return self.fbank.finish(feats, frame_lengths), frame_lengths
 
 
-def masked_moments(feats: torch.Tensor, lengths: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def masked_moments(
+    feats: torch.Tensor, lengths: torch.Tensor, dims: tuple[int, ...]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Count, sum and sum of squares of the real frames of (B, T, F) over `dims`, in float64."""
     mask = lengths_to_mask(lengths, feats.size(1))[..., None].to(torch.float64)  # (B, T, 1)
     x = feats.to(torch.float64) * mask
     return mask.expand_as(x).sum(dims), x.sum(dims), (x * x).sum(dims)
 
 
-def normalize_utterances(feats: torch.Tensor, lengths: torch.Tensor, std: bool = True, eps: float = 1e-5) -> torch.Tensor:
+def normalize_utterances(
+    feats: torch.Tensor, lengths: torch.Tensor, std: bool = True, eps: float = 1e-5
+) -> torch.Tensor:
     """Per-utterance mean (and variance) normalisation over each utterance's real frames; padding stays 0."""
     count, total, squares = masked_moments(feats, lengths, dims=(1,))  # (B, F) each
     mean = total / count.clamp(min=1)
@@ -347,7 +380,9 @@ class GlobalNormalizer(nn.Module):
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, T, F) -> (B, T, F) normalised, padding 0."""
         if self.count == 0:
-            raise DataError("global feature normalisation has no statistics yet: call update() on training batches first")
+            raise DataError(
+                "global feature normalisation has no statistics yet: call update() on training batches first"
+            )
         mean = self.total / self.count
         out = feats - mean.to(feats)
         if self.std:
@@ -358,8 +393,11 @@ class GlobalNormalizer(nn.Module):
 
 # Our argument names -> torchaudio's (Kaldi's); the other options share their names.
 KALDI_NAMES = {
-    "sample_rate": "sample_frequency", "preemphasis": "preemphasis_coefficient", "window": "window_type",
-    "frame_length_ms": "frame_length", "frame_shift_ms": "frame_shift",
+    "sample_rate": "sample_frequency",
+    "preemphasis": "preemphasis_coefficient",
+    "window": "window_type",
+    "frame_length_ms": "frame_length",
+    "frame_shift_ms": "frame_shift",
 }
 FROM_KALDI = {kaldi: ours for ours, kaldi in KALDI_NAMES.items()}
 
@@ -425,7 +463,10 @@ class TorchaudioFeatures(nn.Module):
         try:
             from torchaudio.compliance import kaldi
         except (ImportError, OSError) as error:  # OSError: a torchaudio built for another torch
-            raise ConfigError(f"model.frontend=torchaudio needs torchaudio ({error}); install it with pip install 'seqtrain[torchaudio]'") from None
+            raise ConfigError(
+                f"model.frontend=torchaudio needs torchaudio ({error}); install it with pip install "
+                "'seqtrain[torchaudio]'"
+            ) from None
         self.function = getattr(kaldi, kind)
         self.reference = feature_extractor(kind, **options)  # same frames and sizes; never computes features here
         self.options = {KALDI_NAMES.get(k, k): v for k, v in options.items()}
@@ -439,7 +480,9 @@ class TorchaudioFeatures(nn.Module):
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return self.reference.frame_lengths(lengths)
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None, generator=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor | None = None, generator=None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N), (B,) -> (B, T, F), (B,)"""
         if lengths is None:
             lengths = torch.full((wave.size(0),), wave.size(1), device=wave.device)

@@ -14,9 +14,10 @@ import math
 import re
 import sys
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import soundfile
 import torch
@@ -63,7 +64,9 @@ def fsdd_entries(root: str | Path, valid_fraction: float) -> tuple[dict[str, lis
     return splits, skipped
 
 
-def folder_entries(root: str | Path, valid_fraction: float, test_fraction: float) -> tuple[dict[str, list[Entry]], Skipped]:
+def folder_entries(
+    root: str | Path, valid_fraction: float, test_fraction: float
+) -> tuple[dict[str, list[Entry]], Skipped]:
     """root/<class>/*.wav|*.flac, the Speech Commands layout. Files named in root/validation_list.txt or
     root/testing_list.txt (paths relative to root) go to that split; without a list, a hash of the
     speaker part of the name (before `_nohash_`, else the whole name) decides, as Speech Commands'
@@ -75,10 +78,16 @@ def folder_entries(root: str | Path, valid_fraction: float, test_fraction: float
     classes = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(("_", ".")))
     lists = {split: root / name for split, name in (("valid", "validation_list.txt"), ("test", "testing_list.txt"))}
     listed = {
-        line.strip(): split for split, path in lists.items() if path.is_file()
-        for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        line.strip(): split
+        for split, path in lists.items()
+        if path.is_file()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip()
     }
-    fractions = {split: 0.0 if lists[split].is_file() else share for split, share in (("valid", valid_fraction), ("test", test_fraction))}
+    fractions = {
+        split: 0.0 if lists[split].is_file() else share
+        for split, share in (("valid", valid_fraction), ("test", test_fraction))
+    }
     splits: dict[str, list[Entry]] = {"train": [], "valid": [], "test": []}
     for folder in classes:
         for file in sorted(f for f in folder.iterdir() if f.suffix.lower() in AUDIO_SUFFIXES):
@@ -113,8 +122,14 @@ class AudioFiles(torch.utils.data.Dataset):
     Files whose header is unreadable or empty, or that are shorter than `min_samples` (one feature
     frame), are left out and listed in `skipped`."""
 
-    def __init__(self, entries: Sequence[Entry], classes: Sequence[str], speakers: Sequence[str], sample_rate: int,
-                 min_samples: int = 1):
+    def __init__(
+        self,
+        entries: Sequence[Entry],
+        classes: Sequence[str],
+        speakers: Sequence[str],
+        sample_rate: int,
+        min_samples: int = 1,
+    ):
         self.sample_rate = sample_rate
         class_id, speaker_id = {c: i for i, c in enumerate(classes)}, {s: i for i, s in enumerate(speakers)}
         self.paths, self.labels, self.speakers, self.lengths = [], [], [], []
@@ -125,11 +140,18 @@ class AudioFiles(torch.utils.data.Dataset):
                 self.skipped.append((entry.path, header))
                 continue
             if entry.label is not None and entry.label not in class_id:
-                raise DataError(f"{entry.path}: class {entry.label!r} is not one the model knows ({', '.join(classes)})")
+                raise DataError(
+                    f"{entry.path}: class {entry.label!r} is not one the model knows ({', '.join(classes)})"
+                )
             frames, rate = header
             length = math.ceil(frames * sample_rate / rate)
             if length < min_samples:
-                self.skipped.append((entry.path, f"shorter than one feature frame ({length} samples at {sample_rate} Hz < {min_samples})"))
+                self.skipped.append(
+                    (
+                        entry.path,
+                        f"shorter than one feature frame ({length} samples at {sample_rate} Hz < {min_samples})",
+                    )
+                )
                 continue
             self.paths.append(entry.path)
             self.labels.append(class_id.get(entry.label, -1))
@@ -153,7 +175,8 @@ def check_skipped(skipped: Skipped, total: int, max_fraction: float) -> None:
     first_path, first_reason = skipped[0]
     if share > max_fraction:
         raise DataError(
-            f"{len(skipped)} of {total} audio files cannot be used ({share:.1%} > data.max_skipped_fraction={max_fraction:g}): "
+            f"{len(skipped)} of {total} audio files cannot be used ({share:.1%} > "
+            f"data.max_skipped_fraction={max_fraction:g}): "
             f"{tally}; first: {first_path}: {first_reason}"
         )
     for path, reason in skipped[:20]:
@@ -191,7 +214,10 @@ class AudioCollate:
     def __call__(self, items: list[dict]) -> dict:
         audio, lengths = pad([item["audio"] for item in items])
         return {
-            "audio": audio, "lengths": lengths, **batch_stats(lengths), "augment": self.augment,
+            "audio": audio,
+            "lengths": lengths,
+            **batch_stats(lengths),
+            "augment": self.augment,
             "labels": torch.tensor([item["label"] for item in items]),
             "speakers": torch.tensor([item["speaker"] for item in items]),
         }

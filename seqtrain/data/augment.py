@@ -8,8 +8,8 @@ a run is reproducible and resumable. Apply them to training batches only.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from fractions import Fraction
-from typing import Sequence
 
 import torch
 
@@ -23,7 +23,9 @@ def uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.de
     return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
-def band_mask(sizes: torch.Tensor, max_widths: torch.Tensor, length: int, count: int, generator: torch.Generator) -> torch.Tensor:
+def band_mask(
+    sizes: torch.Tensor, max_widths: torch.Tensor, length: int, count: int, generator: torch.Generator
+) -> torch.Tensor:
     """`count` random bands per row b, each at most max_widths[b] wide and inside [0, sizes[b]): -> (B, length) bool."""
     positions = torch.arange(length, device=sizes.device)
     mask = torch.zeros(len(sizes), length, dtype=torch.bool, device=sizes.device)

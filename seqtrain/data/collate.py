@@ -6,7 +6,8 @@ Every batch is a dict of tensors. Sequence fields come padded with their lengths
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -30,8 +30,20 @@ FIRST, LAST = datetime.date(1950, 1, 1), datetime.date(2049, 12, 31)
 SPLITS = ("train", "valid", "test")
 HELD_OUT = {"test": 0.10, "valid": 0.05}  # fractions of all days; train gets the rest
 
-MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September",
-          "October", "November", "December")
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 # Fields: d m (no leading zero), dd mm (two digits), yyyy yy, Month Mon (name, 3 letters),
@@ -69,8 +81,17 @@ def write(day: datetime.date, form: str) -> str:
     """The day in one of `FORMATS`, names in Title case."""
     month, weekday = MONTHS[day.month - 1], WEEKDAYS[day.weekday()]
     return form.format(
-        d=day.day, m=day.month, dd=f"{day.day:02d}", mm=f"{day.month:02d}", yyyy=day.year, yy=f"{day.year % 100:02d}",
-        Month=month, Mon=month[:3], Weekday=weekday, Wkd=weekday[:3], nth=ordinal(day.day),
+        d=day.day,
+        m=day.month,
+        dd=f"{day.day:02d}",
+        mm=f"{day.month:02d}",
+        yyyy=day.year,
+        yy=f"{day.year % 100:02d}",
+        Month=month,
+        Mon=month[:3],
+        Weekday=weekday,
+        Wkd=weekday[:3],
+        nth=ordinal(day.day),
     )
 
 

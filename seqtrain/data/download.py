@@ -14,7 +14,9 @@ from seqtrain.errors import DataError
 def cache_dir(override: str | None = None) -> Path:
     if override:
         return Path(override).expanduser()
-    base = os.environ.get("SEQTRAIN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "seqtrain"
+    base = (
+        os.environ.get("SEQTRAIN_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "seqtrain"
+    )
     return Path(base)
 
 

@@ -43,7 +43,9 @@ def read_parallel(source: str | Path, target: str | Path) -> Pairs:
     return sources, targets
 
 
-def multi30k_files(root: str | Path, split: str, test_set: str, source_lang: str, target_lang: str) -> tuple[Path, Path]:
+def multi30k_files(
+    root: str | Path, split: str, test_set: str, source_lang: str, target_lang: str
+) -> tuple[Path, Path]:
     """The (source, target) files of a Multi30k task-1 split: `<stem>.<lang>.gz`, or uncompressed."""
     stem = MULTI30K.get(split, test_set)
     files = []
@@ -75,15 +77,19 @@ class PairDataset:
         return self.sources[i], self.targets[i], None if self.references is None else self.references[i]
 
 
-def collate_pairs(examples: list[tuple[list[int], list[int], str | None]], bos: int, eos: int, pad_id: int,
-                  scoring: Any = None) -> dict:
+def collate_pairs(
+    examples: list[tuple[list[int], list[int], str | None]], bos: int, eos: int, pad_id: int, scoring: Any = None
+) -> dict:
     """Pad a batch. The decoder reads `tgt_in` (BOS + target) and predicts `tgt_out` (target + EOS).
     Batches of held-out pairs also carry their `references` and the recipe's `scoring` object."""
     src, src_lengths = pad([torch.tensor(s, dtype=torch.long) for s, _, _ in examples], pad_id)  # (B, S), (B,)
     tgt_in, tgt_lengths = pad([torch.tensor([bos, *t], dtype=torch.long) for _, t, _ in examples], pad_id)  # (B, T)
     tgt_out, _ = pad([torch.tensor([*t, eos], dtype=torch.long) for _, t, _ in examples], pad_id)  # (B, T)
     batch = {
-        "src": src, "src_lengths": src_lengths, "tgt_in": tgt_in, "tgt_out": tgt_out,
+        "src": src,
+        "src_lengths": src_lengths,
+        "tgt_in": tgt_in,
+        "tgt_out": tgt_out,
         "tgt_mask": lengths_to_mask(tgt_lengths),  # (B, T) True at real target positions
         "num_tokens": int(src_lengths.sum() + tgt_lengths.sum()),
         "padded_tokens": len(examples) * (src.size(1) + tgt_in.size(1)),

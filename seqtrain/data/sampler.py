@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 
@@ -75,7 +76,8 @@ class BucketBatchSampler(torch.utils.data.Sampler[list[int]]):
             return self._cut(order)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.randperm(n, generator=g)
-        pool = self.pool_batches * (self.batch_size or max(1, self.max_tokens // max(1, int(self.lengths.float().mean()))))
+        per_batch = self.batch_size or max(1, (self.max_tokens or 0) // max(1, int(self.lengths.float().mean())))
+        pool = self.pool_batches * per_batch
         batches = []
         for start in range(0, n, pool):
             chunk = order[start : start + pool]

@@ -69,7 +69,9 @@ def event(name: str, n: int, sample_rate: int, scale: float, pitch: float, gener
         freqs = harmonics * pitch  # (K,)
         weights = sum(torch.exp(-0.5 * ((freqs - f * scale) / 150.0) ** 2) for f in FORMANTS[name])  # (K,)
         phases = 2 * math.pi * torch.rand(len(harmonics), generator=generator, dtype=torch.float64)
-        wave = (weights[:, None] * torch.sin(2 * math.pi * freqs[:, None] * t + phases[:, None])).sum(0)  # (K, n) -> (n,)
+        wave = (weights[:, None] * torch.sin(2 * math.pi * freqs[:, None] * t + phases[:, None])).sum(
+            0
+        )  # (K, n) -> (n,)
         wave = wave / wave.pow(2).mean().sqrt()
     return wave * envelope(n, sample_rate)
 
@@ -102,8 +104,15 @@ class SyntheticAudio(torch.utils.data.Dataset):
         self.pitch = uniform(100, 160, size)
         self.levels_db = uniform(-6, 6, size, len(EVENTS))
         self.snr_db = uniform(*snr_db, size)
-        seconds = torch.cat([uniform(0, 0.15, size, 1), uniform(0.06, 0.18, size, 4), uniform(0.02, 0.08, size, 3),
-                             uniform(0, 0.15, size, 1)], dim=1)  # lead, 4 events, 3 gaps, trail
+        seconds = torch.cat(
+            [
+                uniform(0, 0.15, size, 1),
+                uniform(0.06, 0.18, size, 4),
+                uniform(0.02, 0.08, size, 3),
+                uniform(0, 0.15, size, 1),
+            ],
+            dim=1,
+        )  # lead, 4 events, 3 gaps, trail
         self.samples = (seconds * sample_rate).long()  # (size, 9)
         self.scales = speaker_scales(num_speakers)
         self.lengths = self.samples.sum(1).tolist()
@@ -124,7 +133,9 @@ class SyntheticAudio(torch.utils.data.Dataset):
         wave = torch.zeros(self.lengths[index], dtype=torch.float64)
         for (start, n, name), level in zip(self.segments(index), self.levels_db[index].tolist()):
             amplitude = 0.1 * 10 ** (level / 20)
-            wave[start : start + n] = amplitude * event(name, n, self.sample_rate, scale, float(self.pitch[index]) * scale, g)
+            wave[start : start + n] = amplitude * event(
+                name, n, self.sample_rate, scale, float(self.pitch[index]) * scale, g
+            )
         noise = torch.randn(len(wave), generator=g, dtype=torch.float64)
         signal_power = wave.pow(2).mean()
         wave += noise * (signal_power / 10 ** (float(self.snr_db[index]) / 10)).sqrt()

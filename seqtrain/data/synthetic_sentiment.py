@@ -30,7 +30,18 @@ import random
 
 LABELS = ("negative", "positive")
 SUBJECTS = ("the film", "this movie", "the plot", "the acting", "the ending", "the script", "the story", "the cast")
-POSITIVE = ("good", "brilliant", "moving", "funny", "clever", "charming", "gripping", "beautiful", "fresh", "delightful")
+POSITIVE = (
+    "good",
+    "brilliant",
+    "moving",
+    "funny",
+    "clever",
+    "charming",
+    "gripping",
+    "beautiful",
+    "fresh",
+    "delightful",
+)
 NEGATIVE = ("bad", "boring", "dull", "awful", "clumsy", "tedious", "bland", "predictable", "silly", "forgettable")
 NEGATORS = ("not", "never", "hardly")
 STRONG = ("very", "extremely", "truly", "incredibly")

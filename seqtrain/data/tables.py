@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from seqtrain.data.download import fetch
 from seqtrain.data.text import iter_text
@@ -36,7 +36,9 @@ SST2_FILES = {  # local name: (remote name, sha256)
 }
 
 
-def read_table(path: str | Path, text_column: str = "text", label_column: str = "label", delimiter: str | None = None) -> Table:
+def read_table(
+    path: str | Path, text_column: str = "text", label_column: str = "label", delimiter: str | None = None
+) -> Table:
     """Read a delimited file with a header. The delimiter comes from the extension (.tsv, .csv) unless
     given. TSV fields are taken literally (no quoting, as in GLUE: a review may start with a quote mark);
     CSV fields follow the usual quoting rules. Surrounding whitespace is stripped from every field."""
@@ -78,12 +80,19 @@ def read_sst2(path: str | Path) -> Table:
     return read_table(path, "sentence", "label", "\t")
 
 
-def download_sst2(directory: Path, base_url: str = SST2_BASE_URL, files: dict[str, tuple[str, str]] = SST2_FILES) -> Path:
+def download_sst2(
+    directory: Path, base_url: str = SST2_BASE_URL, files: dict[str, tuple[str, str]] = SST2_FILES
+) -> Path:
     """Fetch SST-2's train.tsv and dev.tsv into `directory` once, verifying each file's sha256; return
     the directory (ready for `read_sst2(directory / "train.tsv")`)."""
     for name, (remote, sha256) in files.items():
-        fetch(f"{base_url}/{remote}", sha256, name, directory,
-              hint="download SST-2's train.tsv and dev.tsv yourself and point data.root at their folder")
+        fetch(
+            f"{base_url}/{remote}",
+            sha256,
+            name,
+            directory,
+            hint="download SST-2's train.tsv and dev.tsv yourself and point data.root at their folder",
+        )
     return directory
 
 
@@ -97,7 +106,9 @@ def read_folders(root: str | Path, classes: Sequence[str] | None = None) -> Tabl
     folders = sorted(d.name for d in root.iterdir() if d.is_dir() and any(d.glob("*.txt")))
     for name in classes or ():
         if not (root / name).is_dir():
-            raise DataError(f"{root} has no class folder {name!r}; folders with .txt files: {', '.join(folders) or 'none'}")
+            raise DataError(
+                f"{root} has no class folder {name!r}; folders with .txt files: {', '.join(folders) or 'none'}"
+            )
     texts, labels = [], []
     for name in classes or folders:
         for file in sorted((root / name).glob("*.txt")):
@@ -111,7 +122,9 @@ def read_folders(root: str | Path, classes: Sequence[str] | None = None) -> Tabl
     return texts, labels
 
 
-def class_names(train_labels: Iterable[str], valid_labels: Iterable[str] = (), valid_source: str = "validation") -> list[str]:
+def class_names(
+    train_labels: Iterable[str], valid_labels: Iterable[str] = (), valid_source: str = "validation"
+) -> list[str]:
     """The classes of the training labels, in a stable order (numerically when every label is an integer,
     else alphabetically); index i is class id i. A label seen only in validation is an error, since the
     model could never predict it."""

@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -88,7 +88,7 @@ class CharVocab:
         return {"chars": self.chars[1:]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CharVocab":
+    def from_dict(cls, data: dict) -> CharVocab:
         return cls(list(data["chars"]))
 
 

@@ -19,7 +19,8 @@ import io
 import os
 import re
 from collections import Counter
-from typing import Iterable, Protocol, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
 import sentencepiece as spm
 
@@ -68,11 +69,13 @@ class SymbolTokenizer:
         raise NotImplementedError
 
     @classmethod
-    def train(cls, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> "SymbolTokenizer":
+    def train(cls, texts: Iterable[str], min_freq: int = 1, max_size: int | None = None) -> SymbolTokenizer:
         """Keep symbols seen at least `min_freq` times, the most frequent first (ties alphabetical), so
         that the vocabulary, specials included, has at most `max_size` entries."""
         counts = Counter(s for text in texts for s in cls.split(text))
-        kept = sorted((s for s, n in counts.items() if n >= min_freq and s not in SPECIALS), key=lambda s: (-counts[s], s))
+        kept = sorted(
+            (s for s, n in counts.items() if n >= min_freq and s not in SPECIALS), key=lambda s: (-counts[s], s)
+        )
         if max_size is not None:
             kept = kept[: max(max_size - len(SPECIALS), 0)]
         if not kept:
@@ -89,10 +92,10 @@ class SymbolTokenizer:
         return len(self.symbols)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "symbols": self.symbols[len(SPECIALS):]}
+        return {"kind": self.kind, "symbols": self.symbols[len(SPECIALS) :]}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SymbolTokenizer":
+    def from_dict(cls, data: dict) -> SymbolTokenizer:
         return cls(data["symbols"])
 
 
@@ -135,16 +138,23 @@ class SentencePieceTokenizer:
         self.processor = spm.SentencePieceProcessor(model_proto=model_proto)
 
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram") -> "SentencePieceTokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 8000, model_type: str = "unigram") -> SentencePieceTokenizer:
         if model_type not in SP_MODEL_TYPES:
             raise ConfigError(f"sentencepiece model_type={model_type!r} is unknown; valid: {', '.join(SP_MODEL_TYPES)}")
         proto = io.BytesIO()
         spm.set_min_log_level(1)  # warnings only: the trainer's progress lines would flood the console
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=(t for t in texts if t.strip()), model_writer=proto,
-                vocab_size=vocab_size, model_type=model_type, hard_vocab_limit=False,  # small corpora get fewer pieces
-                character_coverage=1.0, pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+                sentence_iterator=(t for t in texts if t.strip()),
+                model_writer=proto,
+                vocab_size=vocab_size,
+                model_type=model_type,
+                hard_vocab_limit=False,  # small corpora get fewer pieces
+                character_coverage=1.0,
+                pad_id=PAD_ID,
+                unk_id=UNK_ID,
+                bos_id=BOS_ID,
+                eos_id=EOS_ID,
                 num_threads=os.cpu_count() or 1,
             )
         except RuntimeError as e:
@@ -164,7 +174,7 @@ class SentencePieceTokenizer:
         return {"kind": self.kind, "model": base64.b64encode(self.model_proto).decode("ascii")}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SentencePieceTokenizer":
+    def from_dict(cls, data: dict) -> SentencePieceTokenizer:
         return cls(base64.b64decode(data["model"]))
 
 

@@ -54,8 +54,15 @@ class Augmentation:
         """(B, T, F) -> (B, T, F)"""
         if not (self.time_masks or self.freq_masks):
             return feats
-        return spec_augment(feats, lengths, g, self.time_masks, self.max_time_width, freq_masks=self.freq_masks,
-                            max_freq_width=self.max_freq_width)
+        return spec_augment(
+            feats,
+            lengths,
+            g,
+            self.time_masks,
+            self.max_time_width,
+            freq_masks=self.freq_masks,
+            max_freq_width=self.max_freq_width,
+        )
 
 
 class AudioClassifier(nn.Module):
@@ -82,15 +89,18 @@ class AudioClassifier(nn.Module):
         if features not in FEATURES or normalize not in NORMALIZATIONS:
             raise ConfigError(f"model.features must be one of {FEATURES} and model.normalize one of {NORMALIZATIONS}")
         sizes = {"num_ceps": num_ceps} if features == "mfcc" else {}
-        self.features = feature_extractor(features, frontend, sample_rate=sample_rate, num_mel_bins=num_mel_bins,
-                                          **sizes, **(feature_options or {}))
+        self.features = feature_extractor(
+            features, frontend, sample_rate=sample_rate, num_mel_bins=num_mel_bins, **sizes, **(feature_options or {})
+        )
         size = self.features.num_features
         self.normalize, self.freeze_after = normalize, freeze_after
         self.normalizer = GlobalNormalizer(size) if normalize == "global" else None
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))  # training utterances the statistics saw
         self.crdnn = CRDNN(size, num_classes, **crdnn)
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor, augment: Augmentation | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor, augment: Augmentation | None = None
+    ) -> dict[str, torch.Tensor]:
         augment = augment if self.training else None
         g = None
         if augment is not None:

@@ -70,21 +70,31 @@ class SequenceClassifier(nn.Module):
         self.embedding_dropout = embedding_dropout
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=padding_idx)
         self.subwords = (
-            nn.EmbeddingBag(subword_buckets, embedding_dim, mode="mean", padding_idx=PAD_BUCKET) if subword_buckets else None
+            nn.EmbeddingBag(subword_buckets, embedding_dim, mode="mean", padding_idx=PAD_BUCKET)
+            if subword_buckets
+            else None
         )
         self.rnn = RecurrentStack(cell, embedding_dim, hidden_size, num_layers, bidirectional, dropout, weight_drop)
         size = self.rnn.output_size
         self.attention = AdditiveSelfAttention(size, attention_size) if pooling == "attention" else None
         if mlp_hidden:
             self.head = nn.Sequential(
-                Dropout(dropout), nn.Linear(size, mlp_hidden), nn.ReLU(),
-                Dropout(dropout), nn.Linear(mlp_hidden, num_classes),
+                Dropout(dropout),
+                nn.Linear(size, mlp_hidden),
+                nn.ReLU(),
+                Dropout(dropout),
+                nn.Linear(mlp_hidden, num_classes),
             )
         else:
             self.head = nn.Sequential(Dropout(dropout), nn.Linear(size, num_classes))
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None,
-                mix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        lengths: torch.Tensor,
+        subwords: torch.Tensor | None = None,
+        mix: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
         """(B, T) token ids, (B,) lengths, (B, T, K) n-gram buckets if subword_buckets > 0 -> (B, C) class logits.
 
         `mix` = (lam (B,), partner (B,)) blends each pooled sentence vector with its partner's before the
@@ -96,7 +106,9 @@ class SequenceClassifier(nn.Module):
             features = lam * features + (1 - lam) * features[partner]
         return self.head(features)
 
-    def features(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
+    def features(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The pooled sentence vector (B, H) that `head` turns into logits: what mixup blends."""
         x = self.embedding(tokens)  # (B, T, E)
         if self.training and self.embedding_dropout > 0:

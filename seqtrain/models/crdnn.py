@@ -12,7 +12,7 @@ frames only, the recurrent stack packs or masks, and pooling ignores padding.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -48,7 +48,17 @@ class Norm(nn.Module):
 class ConvBlock(nn.Module):
     """Conv2d over (time, frequency) -> norm -> activation -> max-pool over frequency -> dropout."""
 
-    def __init__(self, in_channels: int, out_channels: int, bins: int, kernel: int, pool: int, norm: str, activation: str, dropout: float):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        bins: int,
+        kernel: int,
+        pool: int,
+        norm: str,
+        activation: str,
+        dropout: float,
+    ):
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel, padding=kernel // 2)  # "same": T and F kept
         self.norm = Norm(norm, (bins, out_channels))  # layer norm: over each frame's whole feature map
@@ -126,18 +136,28 @@ class CRDNN(nn.Module):
         aux_classes: int = 0,
     ):
         super().__init__()
-        for name, value, valid in [("norm", norm, NORMS), ("activation", activation, tuple(ACTIVATIONS)),
-                                   ("rnn_cell", rnn_cell, CELLS), ("pooling", pooling, POOLINGS)]:
+        for name, value, valid in [
+            ("norm", norm, NORMS),
+            ("activation", activation, tuple(ACTIVATIONS)),
+            ("rnn_cell", rnn_cell, CELLS),
+            ("pooling", pooling, POOLINGS),
+        ]:
             if value not in valid:
                 raise ConfigError(f"model.{name}={value!r} is unknown; valid: {', '.join(valid)}")
         if cnn_kernel < 1 or cnn_kernel % 2 == 0 or cnn_pool < 1:
-            raise ConfigError(f"model.cnn_kernel must be odd (got {cnn_kernel}) and model.cnn_pool >= 1 (got {cnn_pool})")
+            raise ConfigError(
+                f"model.cnn_kernel must be odd (got {cnn_kernel}) and model.cnn_pool >= 1 (got {cnn_pool})"
+            )
         if num_features // cnn_pool ** len(cnn_channels) < 1:
-            raise ConfigError(f"{len(cnn_channels)} CNN blocks pooling by {cnn_pool} leave no frequency bins of {num_features}")
+            raise ConfigError(
+                f"{len(cnn_channels)} CNN blocks pooling by {cnn_pool} leave no frequency bins of {num_features}"
+            )
         self.convs = nn.ModuleList()
         channels, bins = 1, num_features
         for out_channels in cnn_channels:
-            self.convs.append(ConvBlock(channels, out_channels, bins, cnn_kernel, cnn_pool, norm, activation, cnn_dropout))
+            self.convs.append(
+                ConvBlock(channels, out_channels, bins, cnn_kernel, cnn_pool, norm, activation, cnn_dropout)
+            )
             channels, bins = out_channels, bins // cnn_pool
         self.rnn = RecurrentStack(rnn_cell, channels * bins, rnn_hidden, rnn_layers, bidirectional, rnn_dropout)
         self.dnn = nn.ModuleList()

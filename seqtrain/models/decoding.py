@@ -9,9 +9,10 @@ log-probability only falls with every token and so favours short outputs.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -65,8 +66,9 @@ def max_lengths(lengths: torch.Tensor, options: SearchOptions) -> list[int]:
     return [max(1, int(options.max_len_a * n + options.max_len_b)) for n in lengths.tolist()]
 
 
-def decode(model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int,
-           options: SearchOptions) -> list[Hypothesis]:
+def decode(
+    model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int, options: SearchOptions
+) -> list[Hypothesis]:
     """(B, S) padded source ids, (B,) lengths -> the best hypothesis of each sentence."""
     if options.beam_size == 1:
         return greedy(model, src, lengths, bos, eos, options)
@@ -80,8 +82,9 @@ def decoding(model: torch.nn.Module) -> Iterator[None]:
         yield
 
 
-def greedy(model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int,
-           options: SearchOptions) -> list[Hypothesis]:
+def greedy(
+    model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int, options: SearchOptions
+) -> list[Hypothesis]:
     """The most likely next token at every step, all sentences in one batch."""
     limits = max_lengths(lengths, options)
     with decoding(model):
@@ -108,8 +111,9 @@ def greedy(model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos: int,
     return hypotheses
 
 
-def beam_search(model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int,
-                options: SearchOptions) -> list[list[Hypothesis]]:
+def beam_search(
+    model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos: int, eos: int, options: SearchOptions
+) -> list[list[Hypothesis]]:
     """The `beam_size` best hypotheses of each sentence, best first.
 
     Each step scores every (beam, next token) pair of every active sentence at once, keeps the 2K best
@@ -149,8 +153,11 @@ def beam_search(model: Decodable, src: torch.Tensor, lengths: torch.Tensor, bos:
                 steps = torch.cat([attention[r], weights[r, None].float()])  # (t + 1, S)
                 finished[b].append(_hypothesis(tokens, float(top[i, j]), steps[:, : src_lens[b]].cpu(), eos, options))
             live = keep[:, 0].tolist()  # (n,) the best continuing score of each sentence
-            active = [i for i, b in enumerate(sentences)
-                      if limits[b] > t + 1 and not _settled(finished[b], live[i], t + 1, options)]
+            active = [
+                i
+                for i, b in enumerate(sentences)
+                if limits[b] > t + 1 and not _settled(finished[b], live[i], t + 1, options)
+            ]
             if not active:
                 break
             picked = torch.tensor(active, device=device)
@@ -169,8 +176,9 @@ def _settled(finished: list[Hypothesis], live: float, length: int, options: Sear
     return len(finished) >= k and sorted(h.score for h in finished)[-k] >= normalise(live, length, options)
 
 
-def _hypothesis(tokens: list[int], log_prob: float, attention: torch.Tensor, eos: int,
-                options: SearchOptions) -> Hypothesis:
+def _hypothesis(
+    tokens: list[int], log_prob: float, attention: torch.Tensor, eos: int, options: SearchOptions
+) -> Hypothesis:
     """tokens as generated (EOS last when finished) and their (T, S) attention -> a Hypothesis without EOS."""
     ended = tokens[-1] == eos
     score = normalise(log_prob, len(tokens), options)

@@ -34,7 +34,9 @@ class RecurrentLM(nn.Module):
         self.vocab_size = vocab_size
         self.embedding = nn.Embedding(vocab_size, embedding_dim) if embedding_dim > 0 else None
         self.dropout = Dropout(dropout)
-        self.rnn = RecurrentStack(cell, embedding_dim or vocab_size, hidden_size, num_layers, dropout=dropout, weight_drop=weight_drop)
+        self.rnn = RecurrentStack(
+            cell, embedding_dim or vocab_size, hidden_size, num_layers, dropout=dropout, weight_drop=weight_drop
+        )
         out_dim = hidden_size
         self.projection = None
         if tie_weights:

@@ -126,7 +126,9 @@ class LiGRULayer(nn.Module):
 class LiGRU(nn.Module):
     """Stacked, optionally bidirectional Li-GRU; `dropout` is the per-sequence recurrent dropout of each layer."""
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0):
+    def __init__(
+        self, input_size: int, hidden_size: int, num_layers: int = 1, bidirectional: bool = False, dropout: float = 0.0
+    ):
         super().__init__()
         if num_layers < 1 or hidden_size < 1 or not 0 <= dropout < 1:
             raise ValueError("Li-GRU needs num_layers >= 1, hidden_size >= 1 and dropout in [0, 1)")

@@ -61,8 +61,12 @@ class RecurrentStack(nn.Module):
             raise ValueError(problem)
         self.weight_drop = weight_drop
         kwargs = dict(
-            input_size=input_size, hidden_size=hidden_size, num_layers=num_layers, batch_first=True,
-            bidirectional=bidirectional, dropout=dropout if num_layers > 1 else 0.0,
+            input_size=input_size,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            batch_first=True,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
         )
         if cell == "ligru":
             self.rnn = LiGRU(input_size, hidden_size, num_layers, bidirectional, dropout)
@@ -90,6 +94,7 @@ class RecurrentStack(nn.Module):
             return self.rnn(x, state)
         dropped = {
             name: dropout(weight, self.weight_drop)
-            for name, weight in self.rnn.named_parameters() if name.startswith("weight_hh")
+            for name, weight in self.rnn.named_parameters()
+            if name.startswith("weight_hh")
         }
         return torch.func.functional_call(self.rnn, dropped, (x, state))

@@ -42,14 +42,26 @@ class DecoderState:
     def select(self, index: torch.Tensor) -> DecoderState:
         """Rows `index` (N,) of every tensor: beam search expands sentences to beams and reorders them."""
         return DecoderState(
-            self.h[:, index], None if self.c is None else self.c[:, index], self.feed[index],
-            self.memory[index], self.keys[index], self.mask[index],
+            self.h[:, index],
+            None if self.c is None else self.c[:, index],
+            self.feed[index],
+            self.memory[index],
+            self.keys[index],
+            self.mask[index],
         )
 
 
 class Encoder(nn.Module):
-    def __init__(self, vocab_size: int, embedding_dim: int, cell: str, hidden_size: int, num_layers: int,
-                 dropout: float, pad_id: int):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        cell: str,
+        hidden_size: int,
+        num_layers: int,
+        dropout: float,
+        pad_id: int,
+    ):
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, embedding_dim, padding_idx=pad_id)
         self.dropout = Dropout(dropout)
@@ -69,8 +81,19 @@ def _join_directions(state: torch.Tensor) -> torch.Tensor:
 
 
 class Decoder(nn.Module):
-    def __init__(self, vocab_size: int, embedding_dim: int, cell: str, hidden_size: int, num_layers: int,
-                 memory_size: int, attention: str, dropout: float, tie_embeddings: bool, pad_id: int):
+    def __init__(
+        self,
+        vocab_size: int,
+        embedding_dim: int,
+        cell: str,
+        hidden_size: int,
+        num_layers: int,
+        memory_size: int,
+        attention: str,
+        dropout: float,
+        tie_embeddings: bool,
+        pad_id: int,
+    ):
         super().__init__()
         if cell not in DECODER_CELLS:
             raise ValueError(f"unknown decoder cell {cell!r}; valid: {', '.join(DECODER_CELLS)}")
@@ -138,8 +161,9 @@ class Seq2Seq(nn.Module):
             raise ValueError(f"teacher_forcing must be in [0, 1], got {teacher_forcing}")
         memory = 2 * hidden_size
         self.encoder = Encoder(src_vocab_size, embedding_dim, cell, hidden_size, num_layers, dropout, pad_id)
-        self.decoder = Decoder(tgt_vocab_size, embedding_dim, cell, memory, num_layers, memory, attention,
-                               dropout, tie_embeddings, pad_id)
+        self.decoder = Decoder(
+            tgt_vocab_size, embedding_dim, cell, memory, num_layers, memory, attention, dropout, tie_embeddings, pad_id
+        )
         self.bridge = nn.ModuleList(nn.Linear(memory, memory) for _ in range(2 if cell == "lstm" else 1))
         self.teacher_forcing = teacher_forcing
 
@@ -149,8 +173,12 @@ class Seq2Seq(nn.Module):
         h, *c = [torch.tanh(bridge(final)) for bridge, final in zip(self.bridge, finals)]  # (L, B, H_dec)
         mask = lengths_to_mask(lengths.to(src.device), src.size(1))  # (B, S)
         return DecoderState(
-            h=h, c=c[0] if c else None, feed=memory.new_zeros(src.size(0), self.decoder.out_size),
-            memory=memory, keys=self.decoder.attention.project_keys(memory), mask=mask,
+            h=h,
+            c=c[0] if c else None,
+            feed=memory.new_zeros(src.size(0), self.decoder.out_size),
+            memory=memory,
+            keys=self.decoder.attention.project_keys(memory),
+            mask=mask,
         )
 
     def step(self, state: DecoderState, prev: torch.Tensor) -> tuple[torch.Tensor, DecoderState, torch.Tensor]:
@@ -196,4 +224,3 @@ class Seq2Seq(nn.Module):
                 prev = torch.where(gold, tgt_in[:, t + 1], step_logits.detach().argmax(-1))
         logits = torch.stack(logits, 1)  # (B, T, V)
         return logits if positions is None else logits[positions]
-

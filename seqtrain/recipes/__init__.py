@@ -32,8 +32,10 @@ def _registered() -> dict[str, str]:
     for point in entry_points(group=GROUP):
         if point.name in found:
             owner = point.dist.name if point.dist else point.value
-            raise ConfigError(f"the recipe {point.name!r} registered by {owner} clashes with another recipe of that name; "
-                              f"uninstall one of them")
+            raise ConfigError(
+                f"the recipe {point.name!r} registered by {owner} clashes with another recipe of that name; "
+                f"uninstall one of them"
+            )
         found[point.name] = point.value
     return found
 
@@ -54,9 +56,13 @@ def get(name: str) -> Recipe:
     except (ImportError, AttributeError) as e:
         raise ConfigError(f"the recipe {name!r} ({registered[name]}) cannot be loaded: {e}") from e
     if not (isinstance(cls, type) and issubclass(cls, Recipe)):
-        raise ConfigError(f"{registered[name]}, registered as the recipe {name!r}, is not a seqtrain.recipe.Recipe subclass")
+        raise ConfigError(
+            f"{registered[name]}, registered as the recipe {name!r}, is not a seqtrain.recipe.Recipe subclass"
+        )
     if getattr(cls, "name", None) != name:
-        raise ConfigError(f"{registered[name]} is registered as the recipe {name!r} but calls itself {getattr(cls, 'name', None)!r}")
+        raise ConfigError(
+            f"{registered[name]} is registered as the recipe {name!r} but calls itself {getattr(cls, 'name', None)!r}"
+        )
     return cls()
 
 

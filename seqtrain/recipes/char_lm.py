@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import sys
 import sysconfig
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import torch
 from torch.nn import functional as F
@@ -86,8 +87,13 @@ def corpus_path(data: DataConfig) -> Path:
     if data.source == "text":
         return Path(data.path)
     if data.source == "tinyshakespeare":
-        return fetch(data.url, data.sha256, "tinyshakespeare.txt", cache,
-                     hint="download input.txt yourself and run with data=text data.path=FILE")
+        return fetch(
+            data.url,
+            data.sha256,
+            "tinyshakespeare.txt",
+            cache,
+            hint="download input.txt yourself and run with data=text data.path=FILE",
+        )
     return stdlib_corpus(cache, data.max_chars)
 
 
@@ -229,8 +235,14 @@ class CharLM(Recipe):
 
     def build_model(self, model: ModelConfig, vocab: dict) -> RecurrentLM:
         lm = RecurrentLM(
-            len(CharVocab.from_dict(vocab)), model.cell, model.hidden_size, model.num_layers,
-            model.embedding_dim, model.dropout, model.tie_weights, model.weight_drop,
+            len(CharVocab.from_dict(vocab)),
+            model.cell,
+            model.hidden_size,
+            model.num_layers,
+            model.embedding_dim,
+            model.dropout,
+            model.tie_weights,
+            model.weight_drop,
         )
         initialize(lm, model.init, model.recurrent_init)
         return lm
@@ -244,7 +256,9 @@ class CharLM(Recipe):
             raise ConfigError("char_lm generates from --prompt; --text and --input-file do not apply")
         chars = CharVocab.from_dict(vocab)
         prompt = options.prompt if options.prompt is not None else default_prompt(chars)
-        generated = generate(model, chars, prompt, options.length, options.temperature, options.top_k, options.top_p, options.seed)
+        generated = generate(
+            model, chars, prompt, options.length, options.temperature, options.top_k, options.top_p, options.seed
+        )
         write(prompt)
         for char in generated:
             write(char)
@@ -264,7 +278,11 @@ class CharLM(Recipe):
         zeros = {name: torch.zeros_like(s) for name, s in zip(names, state if isinstance(state, tuple) else (state,))}
         axes = {"tokens": {0: "batch", 1: "time"}, "logits": {0: "batch", 1: "time"}}
         axes |= {name: {1: "batch"} for name in names} | {f"{name}_next": {1: "batch"} for name in names}
-        return [Graph("model", StepGraph(model), {"tokens": tokens, **zeros}, ["logits", *(f"{n}_next" for n in names)], axes)]
+        return [
+            Graph(
+                "model", StepGraph(model), {"tokens": tokens, **zeros}, ["logits", *(f"{n}_next" for n in names)], axes
+            )
+        ]
 
     def from_export(self, graphs: dict, state: dict) -> ExportedLM:
         return ExportedLM(graphs["model"])

@@ -6,12 +6,12 @@ run or an ensemble of several, through `classes`, `predict` and `prepare_inputs`
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 from seqtrain.metrics import classification_metrics, confusion_image, confusion_matrix
-from seqtrain.recipe import Prepared, Recipe
+from seqtrain.recipe import Prepared, Recipe, RunnableGraph
 from seqtrain.task import Stats
 
 
@@ -45,9 +45,11 @@ class ClassifierRecipe(Recipe):
 
     def log_samples(self, model: torch.nn.Module, vocab: dict, writer: Any, step: int, totals: Stats) -> None:
         """The validation confusion matrix, as a picture."""
-        writer.add_image("confusion", confusion_image(totals["confusion"], self.classes(vocab)), step, dataformats="HWC")
+        writer.add_image(
+            "confusion", confusion_image(totals["confusion"], self.classes(vocab)), step, dataformats="HWC"
+        )
 
-    def from_export(self, graphs: dict[str, Callable[..., dict[str, torch.Tensor]]], state: dict) -> torch.nn.Module:
+    def from_export(self, graphs: dict[str, RunnableGraph], state: dict) -> torch.nn.Module:
         return ExportedClassifier(graphs["model"])
 
 
@@ -55,7 +57,8 @@ def classifier_stats(logits: torch.Tensor, labels: torch.Tensor, loss_sum: torch
     """The additive statistics every classifier step returns: the summed loss, the example count and
     the (C, C) confusion counts (row = true class), from which every metric is exact over any batching."""
     return {
-        "loss_sum": loss_sum.detach(), "examples": torch.tensor(float(len(labels))),
+        "loss_sum": loss_sum.detach(),
+        "examples": torch.tensor(float(len(labels))),
         "confusion": confusion_matrix(labels, logits.argmax(dim=-1), logits.size(1)),
     }
 
@@ -65,7 +68,7 @@ class ExportedClassifier(torch.nn.Module):
     input the run does not have), go to the graph by name; it returns log-probabilities, so that `predict`'s
     softmax gives the export's probabilities back."""
 
-    def __init__(self, graph: Callable[..., dict[str, torch.Tensor]]):
+    def __init__(self, graph: RunnableGraph):
         super().__init__()
         self.graph = graph
 

@@ -67,8 +67,11 @@ class ModelConfig:
 
     def __post_init__(self):
         for key, value, valid in (
-            ("cell", self.cell, CELLS), ("pooling", self.pooling, POOLINGS), ("init", self.init, SCHEMES),
-            ("recurrent_init", self.recurrent_init, RECURRENT_SCHEMES), ("class_weights", self.class_weights, CLASS_WEIGHTS),
+            ("cell", self.cell, CELLS),
+            ("pooling", self.pooling, POOLINGS),
+            ("init", self.init, SCHEMES),
+            ("recurrent_init", self.recurrent_init, RECURRENT_SCHEMES),
+            ("class_weights", self.class_weights, CLASS_WEIGHTS),
         ):
             if value not in valid:
                 raise ConfigError(f"model.{key}={value!r} is unknown; valid: {', '.join(valid)}")
@@ -109,12 +112,18 @@ class DataConfig(BatchingConfig):
         if self.source not in SOURCES:
             raise ConfigError(f"data.source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
         if self.tokenizer not in KINDS or self.sp_model_type not in SP_MODEL_TYPES:
-            raise ConfigError(f"data.tokenizer must be one of {', '.join(KINDS)}; data.sp_model_type one of {', '.join(SP_MODEL_TYPES)}")
+            raise ConfigError(
+                f"data.tokenizer must be one of {', '.join(KINDS)}; data.sp_model_type one of "
+                f"{', '.join(SP_MODEL_TYPES)}"
+            )
         if not 0 < self.valid_fraction < 1:
             raise ConfigError("data.valid_fraction must be in (0, 1)")
         if self.subword_buckets and (self.tokenizer != "word" or self.subword_buckets < 2):
-            raise ConfigError(f"data.subword_buckets={self.subword_buckets} reads the character n-grams of words: it needs "
-                              f"data.tokenizer=word and at least 2 buckets; with data.tokenizer={self.tokenizer} add data.subword_buckets=0")
+            raise ConfigError(
+                f"data.subword_buckets={self.subword_buckets} reads the character n-grams of words: it needs "
+                f"data.tokenizer=word and at least 2 buckets; with data.tokenizer={self.tokenizer} add "
+                "data.subword_buckets=0"
+            )
 
 
 def read_splits(data: DataConfig, splits: tuple[str, ...]) -> dict[str, Table]:
@@ -140,7 +149,9 @@ def read_splits(data: DataConfig, splits: tuple[str, ...]) -> dict[str, Table]:
     random.Random(data.seed).shuffle(order)
     cut = max(1, int(len(order) * data.valid_fraction))
     if cut >= len(order):
-        raise DataError(f"{data.train} has too few examples ({len(order)}) to hold out a validation split; give data.valid")
+        raise DataError(
+            f"{data.train} has too few examples ({len(order)}) to hold out a validation split; give data.valid"
+        )
     parts = {"valid": sorted(order[:cut]), "train": sorted(order[cut:])}
     return {split: ([texts[i] for i in parts[split]], [labels[i] for i in parts[split]]) for split in splits}
 
@@ -150,7 +161,13 @@ class Encoded(torch.utils.data.Dataset):
     When the run reads subwords, each token also names its word's row in `ngrams`, the (W, K) n-gram
     buckets of the W distinct words of the split: memory grows with the vocabulary, not the corpus."""
 
-    def __init__(self, ids: list[list[int]], labels: list[int], spellings: list[list[int]] | None = None, ngrams: torch.Tensor | None = None):
+    def __init__(
+        self,
+        ids: list[list[int]],
+        labels: list[int],
+        spellings: list[list[int]] | None = None,
+        ngrams: torch.Tensor | None = None,
+    ):
         self.ids = [torch.tensor(x, dtype=torch.long) for x in ids]
         self.labels = torch.tensor(labels, dtype=torch.long)
         self.lengths = [len(x) for x in ids]
@@ -183,7 +200,12 @@ def encode(vocab: dict, texts: list[str], labels: list[int], source: str, max_le
 
 def collate(items: list[tuple[torch.Tensor, int, torch.Tensor | None]]) -> dict:
     tokens, lengths = pad([ids for ids, _, _ in items], PAD_ID)  # (B, T), (B,)
-    batch = {"tokens": tokens, "lengths": lengths, "labels": torch.tensor([label for _, label, _ in items]), **batch_stats(lengths)}
+    batch = {
+        "tokens": tokens,
+        "lengths": lengths,
+        "labels": torch.tensor([label for _, label, _ in items]),
+        **batch_stats(lengths),
+    }
     if items[0][2] is not None:
         batch["subwords"] = pad_buckets([subwords for _, _, subwords in items])  # (B, T, K)
     return batch
@@ -200,20 +222,29 @@ class Sentiment(ClassifierRecipe):
         """Without `vocab`, learn the tokenizer and the classes from the training split; with one (resume,
         evaluate, init_from), read every split through it, and refuse labels the model does not know."""
         self.check_splits(splits)
-        tables = {split: (texts[: data.max_rows], labels[: data.max_rows]) for split, (texts, labels) in read_splits(data, splits).items()}
+        tables = {
+            split: (texts[: data.max_rows], labels[: data.max_rows])
+            for split, (texts, labels) in read_splits(data, splits).items()
+        }
         if vocab is None:
             train_texts, train_labels = tables["train"]
             names = class_names(train_labels)
-            tokenizer = build_tokenizer(train_texts, data.tokenizer, data.vocab_size, data.min_freq, data.max_vocab, data.sp_model_type)
+            tokenizer = build_tokenizer(
+                train_texts, data.tokenizer, data.vocab_size, data.min_freq, data.max_vocab, data.sp_model_type
+            )
             vocab = {
-                "tokenizer": tokenizer.to_dict(), "classes": names,
-                "class_counts": [train_labels.count(name) for name in names], "subword_buckets": data.subword_buckets,
+                "tokenizer": tokenizer.to_dict(),
+                "classes": names,
+                "class_counts": [train_labels.count(name) for name in names],
+                "subword_buckets": data.subword_buckets,
             }
         index = {name: i for i, name in enumerate(vocab["classes"])}
         datasets = {}
         for split, (texts, labels) in tables.items():
             class_names(vocab["classes"], labels, valid_source=f"the {split} split")
-            datasets[split] = encode(vocab, texts, [index[label] for label in labels], f"the {split} split", data.max_len)
+            datasets[split] = encode(
+                vocab, texts, [index[label] for label in labels], f"the {split} split", data.max_len
+            )
         return Prepared(vocab, datasets, collate)
 
     def prepare_inputs(self, vocab: dict, texts: list[str]) -> Prepared:
@@ -222,9 +253,20 @@ class Sentiment(ClassifierRecipe):
 
     def build_model(self, model: ModelConfig, vocab: dict) -> SequenceClassifier:
         classifier = SequenceClassifier(
-            len(tokenizer_from_dict(vocab["tokenizer"])), len(vocab["classes"]), model.embedding_dim, model.cell,
-            model.hidden_size, model.num_layers, model.bidirectional, model.pooling, model.dropout,
-            model.embedding_dropout, model.mlp_hidden, model.attention_size, PAD_ID, vocab.get("subword_buckets", 0),
+            len(tokenizer_from_dict(vocab["tokenizer"])),
+            len(vocab["classes"]),
+            model.embedding_dim,
+            model.cell,
+            model.hidden_size,
+            model.num_layers,
+            model.bidirectional,
+            model.pooling,
+            model.dropout,
+            model.embedding_dropout,
+            model.mlp_hidden,
+            model.attention_size,
+            PAD_ID,
+            vocab.get("subword_buckets", 0),
             model.weight_drop,
         )
         initialize(classifier, model.init, model.recurrent_init)
@@ -239,7 +281,9 @@ class Sentiment(ClassifierRecipe):
         return class_logits(model, batch)
 
     @torch.no_grad()
-    def log_samples(self, model: torch.nn.Module, vocab: dict, writer, step: int, totals: dict[str, torch.Tensor]) -> None:
+    def log_samples(
+        self, model: torch.nn.Module, vocab: dict, writer, step: int, totals: dict[str, torch.Tensor]
+    ) -> None:
         """The confusion matrix, and the probe sentences' predictions as a table, to watch negation and
         contrast being learnt."""
         super().log_samples(model, vocab, writer, step, totals)
@@ -248,7 +292,9 @@ class Sentiment(ClassifierRecipe):
         with evaluating(model):
             probabilities = self.predict(model, batch)
         names = vocab["classes"]
-        rows = [f"| {text} | {names[int(p.argmax())]} | {float(p.max()):.2f} |" for text, p in zip(PROBES, probabilities)]
+        rows = [
+            f"| {text} | {names[int(p.argmax())]} | {float(p.max()):.2f} |" for text, p in zip(PROBES, probabilities)
+        ]
         writer.add_text("predictions", "| text | label | probability |\n|---|---|---|\n" + "\n".join(rows), step)
 
     def export_graphs(self, model: SequenceClassifier, vocab: dict, format: str) -> list[Graph]:
@@ -256,10 +302,15 @@ class Sentiment(ClassifierRecipe):
         With `data.subword_buckets` the n-gram buckets are a third input (seqtrain.data.subwords computes them)."""
         lengths = torch.tensor([5, 2, 4])
         real = torch.arange(5)[None] < lengths[:, None]  # (B, T)
-        inputs = {"tokens": torch.randint(4, len(tokenizer_from_dict(vocab["tokenizer"])), (3, 5)) * real, "lengths": lengths}
+        inputs = {
+            "tokens": torch.randint(4, len(tokenizer_from_dict(vocab["tokenizer"])), (3, 5)) * real,
+            "lengths": lengths,
+        }
         axes = {"tokens": {0: "batch", 1: "time"}, "lengths": {0: "batch"}, "probabilities": {0: "batch"}}
         if vocab.get("subword_buckets", 0):
-            inputs["subwords"] = (torch.randint(1, vocab["subword_buckets"], (3, 5, 4)) * real[..., None]).int()  # as collated
+            inputs["subwords"] = (
+                torch.randint(1, vocab["subword_buckets"], (3, 5, 4)) * real[..., None]
+            ).int()  # as collated
             axes["subwords"] = {0: "batch", 1: "time", 2: "ngrams"}
         return [Graph("model", ProbabilitiesGraph(model), inputs, ["probabilities"], axes)]
 
@@ -290,7 +341,9 @@ class SentimentLoss:
     def mixup(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits (B, C) of the blended sentences and the summed blended loss."""
         labels = batch["labels"]
-        lam = torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample((len(labels),)).to(labels.device)  # (B,)
+        lam = (
+            torch.distributions.Beta(self.mixup_alpha, self.mixup_alpha).sample((len(labels),)).to(labels.device)
+        )  # (B,)
         partner = torch.randperm(len(labels), device=labels.device)
         logits = model(batch["tokens"], batch["lengths"], batch.get("subwords"), mix=(lam, partner)).float()
         losses = lam * self.example_losses(logits, labels) + (1 - lam) * self.example_losses(logits, labels[partner])
@@ -314,6 +367,7 @@ class ProbabilitiesGraph(torch.nn.Module):
         super().__init__()
         self.classifier = classifier
 
-    def forward(self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, tokens: torch.Tensor, lengths: torch.Tensor, subwords: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.classifier(tokens, lengths, subwords).softmax(dim=-1)
-

@@ -11,10 +11,11 @@ BLEU through the one generic trainer, and no hook is needed. Training batches ca
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -22,7 +23,16 @@ from seqtrain.data import dates
 from seqtrain.data.collate import device_of
 from seqtrain.data.parallel import PairDataset, Pairs, collate_pairs, multi30k_files, read_lines, read_parallel
 from seqtrain.data.sampler import BatchingConfig
-from seqtrain.data.tokenizers import BOS_ID, EOS_ID, KINDS, PAD_ID, SP_MODEL_TYPES, Tokenizer, build_tokenizer, tokenizer_from_dict
+from seqtrain.data.tokenizers import (
+    BOS_ID,
+    EOS_ID,
+    KINDS,
+    PAD_ID,
+    SP_MODEL_TYPES,
+    Tokenizer,
+    build_tokenizer,
+    tokenizer_from_dict,
+)
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.attention import ATTENTIONS
 from seqtrain.models.decoding import Hypothesis, SearchOptions, decode
@@ -52,12 +62,18 @@ class ModelConfig:
     recurrent_init: str = "default"  # default, orthogonal, xavier
 
     def __post_init__(self):
-        for key, value, valid in (("cell", self.cell, tuple(DECODER_CELLS)), ("attention", self.attention, ATTENTIONS),
-                                  ("init", self.init, SCHEMES), ("recurrent_init", self.recurrent_init, RECURRENT_SCHEMES)):
+        for key, value, valid in (
+            ("cell", self.cell, tuple(DECODER_CELLS)),
+            ("attention", self.attention, ATTENTIONS),
+            ("init", self.init, SCHEMES),
+            ("recurrent_init", self.recurrent_init, RECURRENT_SCHEMES),
+        ):
             if value not in valid:
                 raise ConfigError(f"model.{key}={value!r} is unknown; valid: {', '.join(valid)}")
         if not (0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1 and 0 <= self.teacher_forcing <= 1):
-            raise ConfigError("model.dropout and model.label_smoothing must be in [0, 1), model.teacher_forcing in [0, 1]")
+            raise ConfigError(
+                "model.dropout and model.label_smoothing must be in [0, 1), model.teacher_forcing in [0, 1]"
+            )
 
 
 @dataclass
@@ -87,8 +103,11 @@ class DataConfig(BatchingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for key, value, valid in (("source", self.source, SOURCES), ("tokenizer", self.tokenizer, KINDS),
-                                  ("sp_model_type", self.sp_model_type, SP_MODEL_TYPES)):
+        for key, value, valid in (
+            ("source", self.source, SOURCES),
+            ("tokenizer", self.tokenizer, KINDS),
+            ("sp_model_type", self.sp_model_type, SP_MODEL_TYPES),
+        ):
             if value not in valid:
                 raise ConfigError(f"data.{key}={value!r} is unknown; valid: {', '.join(valid)}")
         if self.source == "parallel" and not all((self.train_src, self.train_tgt, self.valid_src, self.valid_tgt)):
@@ -101,11 +120,16 @@ class DataConfig(BatchingConfig):
 
 def read_pairs(data: DataConfig, split: str) -> Pairs:
     if data.source == "dates":
-        return dates.generate(split, {"train": data.n_train, "valid": data.n_valid, "test": data.n_test}[split], data.seed)
+        return dates.generate(
+            split, {"train": data.n_train, "valid": data.n_valid, "test": data.n_test}[split], data.seed
+        )
     if data.source == "multi30k":
         return read_parallel(*multi30k_files(data.root, split, data.test_set, data.source_lang, data.target_lang))
-    files = {"train": (data.train_src, data.train_tgt), "valid": (data.valid_src, data.valid_tgt),
-             "test": (data.test_src, data.test_tgt)}[split]
+    files = {
+        "train": (data.train_src, data.train_tgt),
+        "valid": (data.valid_src, data.valid_tgt),
+        "test": (data.test_src, data.test_tgt),
+    }[split]
     if not all(files):
         raise ConfigError(f"split={split} needs data.{split}_src and data.{split}_tgt")
     return read_parallel(*files)
@@ -113,11 +137,18 @@ def read_pairs(data: DataConfig, split: str) -> Pairs:
 
 def learn_vocab(data: DataConfig, train: Pairs, valid: Pairs) -> dict:
     """Tokenizers learnt on the training split (one when joint, stored once), and a few validation pairs."""
+
     def learn(texts: list[str]) -> dict:
-        return build_tokenizer(texts, data.tokenizer, data.vocab_size, data.min_freq, None, data.sp_model_type).to_dict()
+        return build_tokenizer(
+            texts, data.tokenizer, data.vocab_size, data.min_freq, None, data.sp_model_type
+        ).to_dict()
 
     sources, targets = train
-    sides = {"source": learn(sources + targets)} if data.joint_vocab else {"source": learn(sources), "target": learn(targets)}
+    sides = (
+        {"source": learn(sources + targets)}
+        if data.joint_vocab
+        else {"source": learn(sources), "target": learn(targets)}
+    )
     return {"joint": data.joint_vocab, **sides, "monitored": [list(p) for p in zip(*valid)][:MONITORED]}
 
 
@@ -147,7 +178,9 @@ class Seq2SeqLoss:
 
     def __call__(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask = batch["tgt_mask"]  # (B, T)
-        logits = model(batch["src"], batch["src_lengths"], batch["tgt_in"], positions=mask)  # (N, V) real target positions only
+        logits = model(
+            batch["src"], batch["src_lengths"], batch["tgt_in"], positions=mask
+        )  # (N, V) real target positions only
         log_probs = logits.float().log_softmax(-1)
         gold = batch["tgt_out"][mask]  # (N,)
         nll = -log_probs.gather(1, gold[:, None]).sum()
@@ -160,8 +193,9 @@ class Seq2SeqLoss:
         return loss_sum / len(gold), stats
 
 
-def translate(model: Seq2Seq, source: Tokenizer, texts: list[str], search: SearchOptions,
-              batch_size: int = 64) -> list[tuple[list[int], Hypothesis]]:
+def translate(
+    model: Seq2Seq, source: Tokenizer, texts: list[str], search: SearchOptions, batch_size: int = 64
+) -> list[tuple[list[int], Hypothesis]]:
     """(source ids, best hypothesis) for each text, in order. Texts go in batches of similar length;
     an empty text gets an empty hypothesis without reaching the model."""
     encoded = [source.encode(t) for t in texts]
@@ -228,8 +262,9 @@ class ExportedSeq2Seq(torch.nn.Module):
         new = DecoderState(out["h_next"], out.get("c_next"), out["feed_next"], state.memory, state.keys, state.mask)
         return out["logits"], new, out["weights"]
 
-    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-                positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor, positions: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, S), (B,), (B, T) gold target input -> (B, T, V) logits (or (N, V) where `positions` is True),
         feeding the gold tokens as Seq2Seq does in evaluation."""
         state, logits = self.encode(src, src_lengths), []
@@ -271,7 +306,9 @@ class Seq2SeqRecipe(Recipe):
                 limit = data.max_len or math.inf
                 kept = [i for i in range(len(src)) if 0 < len(src[i]) <= limit and len(tgt[i]) <= limit]
                 if not kept:
-                    raise DataError(f"no training pair is non-empty with at most data.max_len={data.max_len} tokens a side")
+                    raise DataError(
+                        f"no training pair is non-empty with at most data.max_len={data.max_len} tokens a side"
+                    )
                 datasets[split] = PairDataset([src[i] for i in kept], [tgt[i] for i in kept])
             else:
                 empty = next((i for i, s in enumerate(src) if not s), None)
@@ -284,8 +321,17 @@ class Seq2SeqRecipe(Recipe):
     def build_model(self, model: ModelConfig, vocab: dict) -> Seq2Seq:
         source, target = tokenizers(vocab)
         seq2seq = Seq2Seq(
-            len(source), len(target), model.cell, model.embedding_dim, model.hidden_size, model.num_layers,
-            model.attention, model.dropout, model.tie_embeddings, model.teacher_forcing, PAD_ID,
+            len(source),
+            len(target),
+            model.cell,
+            model.embedding_dim,
+            model.hidden_size,
+            model.num_layers,
+            model.attention,
+            model.dropout,
+            model.tie_embeddings,
+            model.teacher_forcing,
+            PAD_ID,
         )
         initialize(seq2seq, model.init, model.recurrent_init)
         return seq2seq
@@ -294,13 +340,17 @@ class Seq2SeqRecipe(Recipe):
         """loss (nats per target token, without smoothing), perplexity, token_accuracy (teacher-forced);
         bleu, chrf and exact_match where the batches were decoded."""
         loss = float(totals["nll_sum"] / totals["tokens"])
-        metrics = {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "token_accuracy": float(totals["correct"] / totals["tokens"])}
+        metrics = {
+            "loss": loss,
+            "perplexity": math.exp(min(loss, 700.0)),
+            "token_accuracy": float(totals["correct"] / totals["tokens"]),
+        }
         return metrics | (translation_metrics(totals) if "bleu" in totals else {})
 
     def sample(self, model: Seq2Seq, vocab: dict, options: SampleOptions, write: Callable[[str], None]) -> None:
         """One translation per input line; with --plot-attention, the --text input's alignment as a PNG."""
         if (options.text is None) == (options.input_file is None):
-            raise ConfigError("seq2seq translates --text \"...\" or --input-file FILE (one of them)")
+            raise ConfigError('seq2seq translates --text "..." or --input-file FILE (one of them)')
         if options.plot_attention and options.text is None:
             raise ConfigError("--plot-attention draws the alignment of one --text input")
         texts = [options.text] if options.text is not None else read_lines(options.input_file)
@@ -312,7 +362,12 @@ class Seq2SeqRecipe(Recipe):
             ids, hypothesis = results[0]
             if not hypothesis.tokens:
                 raise DataError("the translation is empty: there is no alignment to draw")
-            save_attention(hypothesis.attention, pieces(source, ids), pieces(target, hypothesis.tokens), Path(options.plot_attention))
+            save_attention(
+                hypothesis.attention,
+                pieces(source, ids),
+                pieces(target, hypothesis.tokens),
+                Path(options.plot_attention),
+            )
 
     def log_samples(self, model: Seq2Seq, vocab: dict, writer, step: int, totals: Stats) -> None:
         """The monitored validation pairs: greedy translations as a text table, attention as images."""
@@ -334,8 +389,14 @@ class Seq2SeqRecipe(Recipe):
         src = torch.randint(4, len(source), (3, 5)) * (torch.arange(5)[None] < lengths[:, None])  # (B, S)
         state = model.encode(src, lengths)
         names = [name for name in STATE if getattr(state, name) is not None]
-        batch_first = {"h": {1: "batch"}, "c": {1: "batch"}, "feed": {0: "batch"}, "memory": {0: "batch", 1: "source"},
-                       "keys": {0: "batch", 1: "source"}, "mask": {0: "batch", 1: "source"}}
+        batch_first = {
+            "h": {1: "batch"},
+            "c": {1: "batch"},
+            "feed": {0: "batch"},
+            "memory": {0: "batch", 1: "source"},
+            "keys": {0: "batch", 1: "source"},
+            "mask": {0: "batch", 1: "source"},
+        }
         encoder_axes = {"src": {0: "batch", 1: "source"}, "lengths": {0: "batch"}} | {n: batch_first[n] for n in names}
         carried = [n for n in names if n in ("h", "c", "feed")]
         outputs = ["logits", *(f"{n}_next" for n in carried), "weights"]
@@ -344,7 +405,13 @@ class Seq2SeqRecipe(Recipe):
         prev = torch.full((3,), BOS_ID)
         return [
             Graph("encoder", EncoderGraph(model), {"src": src, "lengths": lengths}, names, encoder_axes),
-            Graph("decoder", DecoderGraph(model), {"prev": prev, **{n: getattr(state, n) for n in names}}, outputs, decoder_axes),
+            Graph(
+                "decoder",
+                DecoderGraph(model),
+                {"prev": prev, **{n: getattr(state, n) for n in names}},
+                outputs,
+                decoder_axes,
+            ),
         ]
 
     def from_export(self, graphs: dict, state: dict) -> ExportedSeq2Seq:

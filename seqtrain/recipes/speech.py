@@ -15,8 +15,16 @@ import torch
 from torch.nn import functional as F
 
 from seqtrain.data.audio import Fbank, KaldiOptions, feature_extractor
+from seqtrain.data.audio_files import (
+    AudioCollate,
+    AudioFiles,
+    Entry,
+    Utterances,
+    check_skipped,
+    folder_entries,
+    fsdd_entries,
+)
 from seqtrain.data.augment import shortest_before_speed_perturb
-from seqtrain.data.audio_files import AudioCollate, AudioFiles, Entry, Utterances, check_skipped, fsdd_entries, folder_entries
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.synthetic_audio import SyntheticAudio, class_names
 from seqtrain.data.tables import sort_labels
@@ -57,11 +65,16 @@ class ModelConfig:
 
     def __post_init__(self):
         if self.features not in FEATURES or self.normalize not in NORMALIZATIONS:
-            raise ConfigError(f"model.features must be one of {', '.join(FEATURES)}; model.normalize one of {', '.join(NORMALIZATIONS)}")
+            raise ConfigError(
+                f"model.features must be one of {', '.join(FEATURES)}; model.normalize one of "
+                f"{', '.join(NORMALIZATIONS)}"
+            )
         if self.frontend not in FRONTENDS:
             raise ConfigError(f"model.frontend={self.frontend!r} is unknown; valid: {', '.join(FRONTENDS)}")
         if self.aux_head not in (None, "speaker") or self.aux_weight < 0:
-            raise ConfigError(f"model.aux_head must be null or speaker (got {self.aux_head!r}) and model.aux_weight >= 0")
+            raise ConfigError(
+                f"model.aux_head must be null or speaker (got {self.aux_head!r}) and model.aux_weight >= 0"
+            )
 
 
 @dataclass
@@ -90,7 +103,9 @@ class DataConfig(BatchingConfig):
     max_skipped_fraction: float = 0.05  # stop when a larger share of the files is unreadable or empty
     cache_audio: bool = False  # decode every file once at start and keep the waveforms in memory
     max_seconds: Optional[float] = None  # batch by padded seconds (longest x count); sets max_tokens in samples
-    kaldi: KaldiOptions = field(default_factory=KaldiOptions)  # framing, window, energy, ...: how audio becomes features
+    kaldi: KaldiOptions = field(
+        default_factory=KaldiOptions
+    )  # framing, window, energy, ...: how audio becomes features
     size: int = 2400  # synthetic: training utterances; validation and test get a quarter as many each
     num_classes: int = 6  # synthetic
     num_speakers: int = 4  # synthetic
@@ -105,7 +120,10 @@ class DataConfig(BatchingConfig):
         if self.source != "synthetic" and not self.root:
             raise ConfigError(f"data.source={self.source} needs data.root=DIR")
         if not (0 < self.valid_fraction < 1 and 0 <= self.test_fraction < 1 and 0 <= self.max_skipped_fraction <= 1):
-            raise ConfigError("data.valid_fraction must be in (0, 1), data.test_fraction in [0, 1), data.max_skipped_fraction in [0, 1]")
+            raise ConfigError(
+                "data.valid_fraction must be in (0, 1), data.test_fraction in [0, 1), data.max_skipped_fraction in "
+                "[0, 1]"
+            )
 
 
 def augmentation(cfg: AugmentConfig, sample_rate: int) -> Augmentation:
@@ -113,8 +131,10 @@ def augmentation(cfg: AugmentConfig, sample_rate: int) -> Augmentation:
         speeds=tuple(cfg.speeds) if cfg.speed_perturb else (),
         max_shift=round(cfg.time_shift_ms * sample_rate / 1000),
         snr_db=tuple(cfg.snr_db) if cfg.noise else None,
-        time_masks=cfg.time_masks if cfg.spec_augment else 0, max_time_width=cfg.max_time_width,
-        freq_masks=cfg.freq_masks if cfg.spec_augment else 0, max_freq_width=cfg.max_freq_width,
+        time_masks=cfg.time_masks if cfg.spec_augment else 0,
+        max_time_width=cfg.max_time_width,
+        freq_masks=cfg.freq_masks if cfg.spec_augment else 0,
+        max_freq_width=cfg.max_freq_width,
     )
 
 
@@ -123,7 +143,9 @@ def min_samples(kaldi: dict, rate: int) -> int:
     return feature_extractor("fbank", sample_rate=rate, **KaldiOptions(**kaldi).arguments("fbank")).min_samples
 
 
-def read_files(data: DataConfig, vocab: dict | None, splits: tuple[str, ...], rate: int, kaldi: dict) -> tuple[dict, list[str], list[str]]:
+def read_files(
+    data: DataConfig, vocab: dict | None, splits: tuple[str, ...], rate: int, kaldi: dict
+) -> tuple[dict, list[str], list[str]]:
     """The requested splits of data.root as AudioFiles, with the class and speaker names of training.
     Training clips must still give a frame when speed perturbation plays them at the fastest speed."""
     if data.source == "fsdd":
@@ -133,10 +155,17 @@ def read_files(data: DataConfig, vocab: dict | None, splits: tuple[str, ...], ra
     classes = vocab["classes"] if vocab else sort_labels({e.label for e in entries["train"]})
     speakers = vocab["speakers"] if vocab else sorted({e.speaker for e in entries["train"] if e.speaker})
     shortest = min_samples(kaldi, rate)
-    train_shortest = shortest_before_speed_perturb(shortest, data.augment.speeds) if data.augment.speed_perturb else shortest
-    sets = {split: AudioFiles(entries[split], classes, speakers, rate, train_shortest if split == "train" else shortest) for split in splits}
+    train_shortest = (
+        shortest_before_speed_perturb(shortest, data.augment.speeds) if data.augment.speed_perturb else shortest
+    )
+    sets = {
+        split: AudioFiles(entries[split], classes, speakers, rate, train_shortest if split == "train" else shortest)
+        for split in splits
+    }
     considered = len(skipped) + sum(len(entries[split]) for split in splits)
-    check_skipped(skipped + [s for dataset in sets.values() for s in dataset.skipped], considered, data.max_skipped_fraction)
+    check_skipped(
+        skipped + [s for dataset in sets.values() for s in dataset.skipped], considered, data.max_skipped_fraction
+    )
     for split, dataset in sets.items():
         if len(dataset) == 0:
             raise DataError(f"the {split} split of {data.root} holds no usable audio files")
@@ -216,7 +245,7 @@ class ExportedSpeechClassifier(ExportedClassifier):
 
 
 class Speech(ClassifierRecipe):
-    """Spoken-word classifier (many-to-one over audio): a CRDNN on filterbank features; FSDD digits or a folder per class."""
+    """Spoken-word classifier (many-to-one over audio): a CRDNN on filterbanks; FSDD digits or a folder per class."""
 
     name = "speech"
     ModelConfig = ModelConfig
@@ -231,7 +260,8 @@ class Speech(ClassifierRecipe):
         return model(batch["audio"], batch["lengths"])["logits"].float()
 
     def summarize(self, totals: Stats) -> dict[str, float]:
-        """Loss (the word task's), accuracy, macro-F1, per-class precision/recall; speaker accuracy with the second head."""
+        """Loss (the word task's), accuracy, macro-F1, per-class precision/recall; with the second head, the
+        speaker's accuracy and loss."""
         metrics = super().summarize(totals)
         if "speaker_correct" in totals:
             metrics["speaker_accuracy"] = float(totals["speaker_correct"] / totals["examples"])
@@ -244,21 +274,42 @@ class Speech(ClassifierRecipe):
     def prepare(self, data: DataConfig, vocab: dict | None, splits: tuple[str, ...]) -> Prepared:
         self.check_splits(splits)
         rate = vocab["sample_rate"] if vocab else data.sample_rate  # a trained model's front end fixes the rate ...
-        kaldi = vocab.get("kaldi", {}) if vocab else asdict(data.kaldi)  # ... and its settings (runs before them: defaults)
+        kaldi = (
+            vocab.get("kaldi", {}) if vocab else asdict(data.kaldi)
+        )  # ... and its settings (runs before them: defaults)
         if data.source == "synthetic":
-            sizes = {"train": data.size, "valid": max(data.size // 4, data.num_classes), "test": max(data.size // 4, data.num_classes)}
-            sets = {s: SyntheticAudio(sizes[s], SYNTHETIC_SEEDS[s], data.num_classes, data.num_speakers, rate) for s in splits}
+            sizes = {
+                "train": data.size,
+                "valid": max(data.size // 4, data.num_classes),
+                "test": max(data.size // 4, data.num_classes),
+            }
+            sets = {
+                s: SyntheticAudio(sizes[s], SYNTHETIC_SEEDS[s], data.num_classes, data.num_speakers, rate)
+                for s in splits
+            }
             classes, speakers = class_names(data.num_classes), [f"speaker{i}" for i in range(data.num_speakers)]
         else:
             sets, classes, speakers = read_files(data, vocab, splits, rate, kaldi)
         sets = {split: Utterances(dataset, data.cache_audio) for split, dataset in sets.items()}
-        vocab = vocab or {"classes": classes, "speakers": speakers, "sample_rate": rate, "kaldi": kaldi, "train_size": len(sets["train"])}
+        vocab = vocab or {
+            "classes": classes,
+            "speakers": speakers,
+            "sample_rate": rate,
+            "kaldi": kaldi,
+            "train_size": len(sets["train"]),
+        }
         return Prepared(vocab, sets, AudioCollate(augmentation(data.augment, rate)))
 
     def prepare_inputs(self, vocab: dict, paths: list[str]) -> Prepared:
         """Audio files to classify (`seqtrain sample --audio` / `--input-file`), as one unlabelled split "inputs"."""
         rate = vocab["sample_rate"]
-        files = AudioFiles([Entry(Path(p), None) for p in paths], vocab["classes"], vocab["speakers"], rate, min_samples(vocab.get("kaldi", {}), rate))
+        files = AudioFiles(
+            [Entry(Path(p), None) for p in paths],
+            vocab["classes"],
+            vocab["speakers"],
+            rate,
+            min_samples(vocab.get("kaldi", {}), rate),
+        )
         if files.skipped:
             raise DataError(f"{files.skipped[0][0]}: {files.skipped[0][1]}")
         return Prepared(vocab, {"inputs": Utterances(files)}, AudioCollate())
@@ -266,16 +317,35 @@ class Speech(ClassifierRecipe):
     def build_model(self, model: ModelConfig, vocab: dict) -> AudioClassifier:
         aux_classes = len(vocab["speakers"]) if model.aux_head == "speaker" else 0
         if model.aux_head == "speaker" and aux_classes < 2:
-            raise ConfigError("model.aux_head=speaker needs speaker labels: data=fsdd and data=synthetic_audio have them, folders do not")
+            raise ConfigError(
+                "model.aux_head=speaker needs speaker labels: data=fsdd and data=synthetic_audio have them, folders "
+                "do not"
+            )
         return AudioClassifier(
-            vocab["sample_rate"], len(vocab["classes"]), model.features, model.num_mel_bins, model.num_ceps, model.normalize,
-            frontend=model.frontend, feature_options=KaldiOptions(**vocab.get("kaldi", {})).arguments(model.features),
-        freeze_after=vocab["train_size"],
-            cnn_channels=tuple(model.cnn_channels), cnn_kernel=model.cnn_kernel, cnn_pool=model.cnn_pool,
-            cnn_dropout=model.cnn_dropout, norm=model.norm, activation=model.activation, rnn_cell=model.rnn_cell,
-            rnn_hidden=model.rnn_hidden, rnn_layers=model.rnn_layers, bidirectional=model.bidirectional,
-            rnn_dropout=model.rnn_dropout, dnn_sizes=tuple(model.dnn_sizes), dnn_dropout=model.dnn_dropout,
-            pooling=model.pooling, aux_classes=aux_classes,
+            vocab["sample_rate"],
+            len(vocab["classes"]),
+            model.features,
+            model.num_mel_bins,
+            model.num_ceps,
+            model.normalize,
+            frontend=model.frontend,
+            feature_options=KaldiOptions(**vocab.get("kaldi", {})).arguments(model.features),
+            freeze_after=vocab["train_size"],
+            cnn_channels=tuple(model.cnn_channels),
+            cnn_kernel=model.cnn_kernel,
+            cnn_pool=model.cnn_pool,
+            cnn_dropout=model.cnn_dropout,
+            norm=model.norm,
+            activation=model.activation,
+            rnn_cell=model.rnn_cell,
+            rnn_hidden=model.rnn_hidden,
+            rnn_layers=model.rnn_layers,
+            bidirectional=model.bidirectional,
+            rnn_dropout=model.rnn_dropout,
+            dnn_sizes=tuple(model.dnn_sizes),
+            dnn_dropout=model.dnn_dropout,
+            pooling=model.pooling,
+            aux_classes=aux_classes,
         )
 
     def export_graphs(self, model: AudioClassifier, vocab: dict, format: str) -> list[Graph]:
@@ -284,16 +354,23 @@ class Speech(ClassifierRecipe):
         chained in front of the rest (torch.export cannot trace the packed recurrent stack)."""
         fbank = getattr(model.features, "fbank", model.features)
         if not isinstance(fbank, Fbank):
-            raise ConfigError("only runs with model.frontend=torch can be exported: torchaudio's Kaldi functions take one "
-                              "utterance at a time; seqtrain's own front end computes the same features, batched")
+            raise ConfigError(
+                "only runs with model.frontend=torch can be exported: torchaudio's Kaldi functions take one "
+                "utterance at a time; seqtrain's own front end computes the same features, batched"
+            )
         if not fbank.snip_edges or getattr(fbank, "subtract_mean", False) or fbank.dither:
-            raise ConfigError("an export computes features with snip_edges=true, no subtract_mean and no dither; this run's front end differs")
+            raise ConfigError(
+                "an export computes features with snip_edges=true, no subtract_mean and no dither; this run's front "
+                "end differs"
+            )
         rate = vocab["sample_rate"]
         lengths = torch.tensor([rate, rate // 2, 3 * rate // 4])
         wave = torch.randn(3, rate) * 0.1 * (torch.arange(rate)[None] < lengths[:, None])  # (B, N)
         axes = {"wave": {0: "batch", 1: "samples"}, "lengths": {0: "batch"}, "probabilities": {0: "batch"}}
         if format != "onnx":
-            return [Graph("model", ProbabilitiesGraph(model), {"wave": wave, "lengths": lengths}, ["probabilities"], axes)]
+            return [
+                Graph("model", ProbabilitiesGraph(model), {"wave": wave, "lengths": lengths}, ["probabilities"], axes)
+            ]
         features = FeaturesGraph(model.features)
         feats, frames = features(wave, lengths)
         axes |= {"features": {0: "batch", 1: "frames"}, "frames": {0: "batch"}}
