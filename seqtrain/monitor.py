@@ -145,3 +145,19 @@ class Monitor:
             self.progress.stop()
         self.writer.close()
         self.jsonl.close()
+
+
+class Silent:
+    """The monitor of ranks other than 0: they log nothing (their statistics reach rank 0's)."""
+
+    writer = None
+
+    def scalars(self, *args: Any) -> None: ...
+
+    def update(self, *args: Any) -> None: ...
+
+    def message(self, text: str) -> None: ...
+
+    def histograms(self, *args: Any) -> None: ...
+
+    def close(self) -> None: ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -227,3 +228,42 @@ class Schedule:
         self.per_step.load_state_dict(state["per_step"])
         if self.on_plateau is not None and state["on_plateau"] is not None:
             self.on_plateau.load_state_dict(state["on_plateau"])
+
+
+def clip_gradients(
+    params: list[torch.nn.Parameter], max_norm: float | None, max_value: float | None, measure: bool
+) -> torch.Tensor | None:
+    """Clip by norm and/or value. Returns the gradient norm before any clipping when clipping by norm
+    (which computes it anyway) or when `measure` asks for it, else None (no extra pass over the grads)."""
+    norm = None
+    if max_norm:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    elif measure:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    if max_value:
+        torch.nn.utils.clip_grad_value_(params, max_value)
+    return norm
+
+
+def current_lr(optimizer: torch.optim.Optimizer) -> float:
+    return optimizer.param_groups[0]["lr"]
+
+
+def debiased_ema(decay: float) -> Callable:
+    """An exponential moving average of the weights without the start's bias, as Adam corrects its
+    moments: after t updates, update s weighs decay^(t-s), normalised by 1 - decay^t. Torch's own EMA
+    starts from the first weights and keeps decay^t of them, 13.5% after 2,000 steps at 0.999, so in a
+    run of a few thousand steps the near-random start lingers in what is validated and kept. Debiased,
+    the average is the plain mean of the weights so far while t is small against 1 / (1 - decay), and
+    becomes the EMA after that. `num_averaged` is the number of updates before this one."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        t = int(num_averaged) + 1
+        keep = decay * (1 - decay ** (t - 1)) / (1 - decay**t)
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - keep)
+        else:  # counters such as batch norm's num_batches_tracked: an average means nothing
+            torch._foreach_copy_(averaged, current)
+
+    return update

@@ -7,7 +7,6 @@ of `Loop`, which holds the run's state (model, optimiser, schedule, position, cl
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager, nullcontext
 from dataclasses import asdict, dataclass
@@ -25,12 +24,22 @@ from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
 from seqtrain.errors import ConfigError, Interrupted, TrainingError
 from seqtrain.evaluation import score
 from seqtrain.models.rnn import onednn_off
-from seqtrain.monitor import Monitor, format_metrics
-from seqtrain.optim import OptimConfig, SchedConfig, Schedule, build_optimizer, l1_penalty
+from seqtrain.monitor import Monitor, Silent, format_metrics
+from seqtrain.optim import (
+    OptimConfig,
+    SchedConfig,
+    Schedule,
+    build_optimizer,
+    clip_gradients,
+    current_lr,
+    debiased_ema,
+    l1_penalty,
+)
+from seqtrain.progress import Meter, Selection, TrainState, budget_spent, just_validated
 from seqtrain.resume import rng_state, seed_everything, set_rng_state, stop_requests
 from seqtrain.rundir import RunDir
 from seqtrain.task import SizedDataset, Stats, Task
-from seqtrain.trainer_config import EarlyStoppingConfig, LoopConfig
+from seqtrain.trainer_config import LoopConfig
 
 OnValidation = Callable[[int, dict[str, float]], Optional[str]]  # (step, metrics) -> a reason to stop, or None
 
@@ -43,20 +52,6 @@ class Settings:
     optim: OptimConfig
     sched: SchedConfig
     batching: BatchingConfig
-
-
-@dataclass
-class TrainState:
-    """The trainer's position, saved in every checkpoint so that resume continues exactly."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0  # micro-batches of the current epoch already consumed
-    elapsed: float = 0.0  # training seconds, over all resumes
-    best: Optional[float] = None  # the best value of the monitored metric so far
-    best_loss: Optional[float] = None  # the validation loss of the checkpoint kept as best.pt
-    bad_validations: int = 0  # validations in a row that did not improve
-    world_size: int = 1  # ranks that consumed `batch_in_epoch` batches each
 
 
 def fit(
@@ -333,27 +328,27 @@ class Loop:
     def validate(self) -> None:
         """Score the validation split; log it; keep best.pt by the selection rule, which also steps
         NewBob and counts early stopping's patience; save last.pt. Not counted in the window's tokens/s."""
-        started = time.perf_counter()
-        stats = score(
-            self.task,
-            self.evaluated,
-            self.valid_set,
-            self.settings.batching,
-            self.device,
-            self.autocast,
-            self.cfg.val_max_batches,
-        )
-        self.metrics = self.task.summarize(stats)
-        self.monitor.scalars("valid", self.metrics, self.state.step, self.state.epoch)
-        self.monitor.message(f"validation at step {self.state.step}: {format_metrics(self.metrics)}")
-        if self.task.log_samples is not None and self.world.main:
-            self.task.log_samples(self.evaluated, self.monitor.writer, self.state.step, stats)
-        improved = self.selection.judge(self.metrics, self.task.resolution(stats), self.state)
-        self.schedule.validated(improved)
-        if improved:
-            self.save("best.pt")
-        self.save("last.pt")
-        self.meter.leave_out(time.perf_counter() - started)
+        with self.meter.left_out():
+            batching, step = self.settings.batching, self.state.step
+            stats = score(
+                self.task,
+                self.evaluated,
+                self.valid_set,
+                batching,
+                self.device,
+                self.autocast,
+                self.cfg.val_max_batches,
+            )
+            self.metrics = self.task.summarize(stats)
+            self.monitor.scalars("valid", self.metrics, step, self.state.epoch)
+            self.monitor.message(f"validation at step {step}: {format_metrics(self.metrics)}")
+            if self.task.log_samples is not None and self.world.main:
+                self.task.log_samples(self.evaluated, self.monitor.writer, step, stats)
+            improved = self.selection.judge(self.metrics, self.task.resolution(stats), self.state)
+            self.schedule.validated(improved)
+            if improved:
+                self.save("best.pt")
+            self.save("last.pt")
         if self.on_validation is not None:
             self.asked_to_stop = self.on_validation(self.state.step, self.metrics)
 
@@ -411,103 +406,6 @@ class Loop:
         self.monitor.message(f"finished: {reason} at step {self.state.step}")
 
 
-class Selection:
-    """Which validation is best, and whether the run still improves: one rule for best.pt, NewBob and
-    early stopping's patience.
-
-    A validation improves when the monitored metric beats the best so far by more than `min_delta` and
-    by more than the metric's resolution on the scored split (one example of an accuracy). Within that
-    tolerance of the best the metrics are tied, and a lower validation loss breaks the tie: a small or
-    easy validation split saturates an accuracy long before the model stops getting better, and the
-    loss still sees that. Without it, best.pt froze at the first 100% and NewBob halved the LR at every
-    validation after it. Ties are measured against the best value ever reached, so a run of one-example
-    drops cannot walk the kept checkpoint downhill.
-    """
-
-    def __init__(self, cfg: EarlyStoppingConfig):
-        self.cfg = cfg
-
-    def judge(self, metrics: dict[str, float], resolution: dict[str, float], state: TrainState) -> bool:
-        """Whether this validation improves on the best so far; updates the best and the patience count."""
-        monitor, value, loss = self.cfg.monitor, metrics[self.cfg.monitor], metrics.get("loss")
-        sign = 1.0 if self.cfg.mode == "min" else -1.0
-        tolerance = max(self.cfg.min_delta, resolution.get(monitor, 0.0))
-        if state.best is None:
-            improved = True
-        else:
-            gain = sign * (state.best - value)  # > 0: better than the best so far
-            tie_broken = (
-                monitor != "loss" and loss is not None and state.best_loss is not None and loss < state.best_loss
-            )
-            improved = gain > tolerance or (gain >= -tolerance and tie_broken)
-        if improved:
-            state.best = value if state.best is None else (min if sign > 0 else max)(state.best, value)
-            state.best_loss = loss
-            state.bad_validations = 0
-        else:
-            state.bad_validations += 1
-        return improved
-
-    def patience_spent(self, state: TrainState) -> str | None:
-        patience = self.cfg.patience
-        if patience is not None and state.bad_validations >= patience:
-            return f"early stopping ({self.cfg.monitor} did not improve in {patience} validations)"
-        return None
-
-
-class Meter:
-    """Throughput: real and padded elements of the current logging window and epoch, and the training
-    clock, which leaves validation out of the window's seconds (tokens/s counts training only) but not
-    out of the run's elapsed time (trainer.max_time counts it)."""
-
-    def __init__(self, elapsed_before: float):
-        self.elapsed_before, self.start = elapsed_before, time.perf_counter()
-        self.window_start = self.start
-        self.tokens = self.padded = self.epoch_tokens = self.epoch_padded = 0
-
-    def count(self, tokens: int, padded: int) -> None:
-        self.tokens += tokens
-        self.padded += padded
-        self.epoch_tokens += tokens
-        self.epoch_padded += padded
-
-    def elapsed(self) -> float:
-        """Training seconds of the run, over all resumes."""
-        return self.elapsed_before + time.perf_counter() - self.start
-
-    def leave_out(self, seconds: float) -> None:
-        self.window_start += seconds
-
-    def window(self) -> tuple[int, int, float]:
-        """(tokens, padded, seconds) of the window since the last call, summed over ranks; starts the next."""
-        counts = distributed.sum_stats({"tokens": torch.tensor(self.tokens), "padded": torch.tensor(self.padded)})
-        now = time.perf_counter()
-        seconds, self.window_start, self.tokens, self.padded = now - self.window_start, now, 0, 0
-        return int(counts["tokens"]), int(counts["padded"]), seconds
-
-    def epoch(self) -> tuple[int, int]:
-        """(tokens, padded) of this rank's epoch; starts the next."""
-        counts = self.epoch_tokens, self.epoch_padded
-        self.epoch_tokens = self.epoch_padded = 0
-        return counts
-
-
-class Silent:
-    """The monitor of ranks other than 0: they log nothing (their statistics reach rank 0's)."""
-
-    writer = None
-
-    def scalars(self, *args: Any) -> None: ...
-
-    def update(self, *args: Any) -> None: ...
-
-    def message(self, text: str) -> None: ...
-
-    def histograms(self, *args: Any) -> None: ...
-
-    def close(self) -> None: ...
-
-
 def native_bf16(device: torch.device) -> bool:
     """A CPU without AVX-512 bf16 (an AVX2 one) has no oneDNN bf16 LSTM; torch's own kernels run it there."""
     return device.type != "cpu" or torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -520,58 +418,3 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "cuda" and distributed.current().size > 1:
         return torch.device("cuda", local_rank)
     return torch.device(name)
-
-
-def just_validated(cfg: LoopConfig, state: TrainState) -> bool:
-    if cfg.val_every_steps:
-        return state.step % cfg.val_every_steps == 0
-    return state.batch_in_epoch == 0
-
-
-def budget_spent(cfg: LoopConfig, state: TrainState) -> str | None:
-    if cfg.max_steps is not None and state.step >= cfg.max_steps:
-        return f"trainer.max_steps={cfg.max_steps} reached"
-    if cfg.max_epochs is not None and state.epoch >= cfg.max_epochs:
-        return f"trainer.max_epochs={cfg.max_epochs} reached"
-    if cfg.max_time is not None and state.elapsed >= cfg.max_time:
-        return f"trainer.max_time={cfg.max_time:g}s reached"
-    return None
-
-
-def clip_gradients(
-    params: list[torch.nn.Parameter], max_norm: float | None, max_value: float | None, measure: bool
-) -> torch.Tensor | None:
-    """Clip by norm and/or value. Returns the gradient norm before any clipping when clipping by norm
-    (which computes it anyway) or when `measure` asks for it, else None (no extra pass over the grads)."""
-    norm = None
-    if max_norm:
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-    elif measure:
-        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
-    if max_value:
-        torch.nn.utils.clip_grad_value_(params, max_value)
-    return norm
-
-
-def current_lr(optimizer: torch.optim.Optimizer) -> float:
-    return optimizer.param_groups[0]["lr"]
-
-
-def debiased_ema(decay: float) -> Callable:
-    """An exponential moving average of the weights without the start's bias, as Adam corrects its
-    moments: after t updates, update s weighs decay^(t-s), normalised by 1 - decay^t. Torch's own EMA
-    starts from the first weights and keeps decay^t of them, 13.5% after 2,000 steps at 0.999, so in a
-    run of a few thousand steps the near-random start lingers in what is validated and kept. Debiased,
-    the average is the plain mean of the weights so far while t is small against 1 / (1 - decay), and
-    becomes the EMA after that. `num_averaged` is the number of updates before this one."""
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        t = int(num_averaged) + 1
-        keep = decay * (1 - decay ** (t - 1)) / (1 - decay**t)
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1 - keep)
-        else:  # counters such as batch norm's num_batches_tracked: an average means nothing
-            torch._foreach_copy_(averaged, current)
-
-    return update

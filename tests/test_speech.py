@@ -102,6 +102,19 @@ def test_fsdd_reader_keeps_the_official_split_and_carves_validation(tmp_path, ca
     assert "notes.wav: the name is not {digit}_{speaker}_{index}.wav" in capsys.readouterr().err
 
 
+def test_held_out_speakers_are_the_whole_test_split_and_never_trained_on(tmp_path):
+    make_fsdd(tmp_path, speakers=("alice", "bob", "carol"))
+    data = compose("speech", ["data=fsdd", f"data.root={tmp_path}", "data.test_speakers=[bob]"]).data
+    prepared = Speech().prepare(data, None, ("train", "valid", "test"))
+    sizes = {split: len(dataset) for split, dataset in prepared.splits.items()}
+    assert sizes == {"test": 36, "valid": 30, "train": 42}  # bob's 3 x 12; indices 0-4 and 5-11 of alice and carol
+    assert prepared.vocab["speakers"] == ["alice", "carol"] and set(prepared.splits["test"].dataset.speakers) == {-1}
+    unknown = seqtrain("fit", "recipe=speech", "data=fsdd", f"data.root={tmp_path}", "data.test_speakers=[dave]",
+                       f"run_dir={tmp_path / 'run'}")
+    assert unknown.exit_code == 2 and "data.test_speakers: dave not among the speakers" in unknown.output
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.skipif(not (SHARED_DATA / "fsdd").is_dir(), reason="the shared FSDD copy is not here")
 def test_real_fsdd_split_counts():
     entries, skipped = fsdd_entries(SHARED_DATA / "fsdd", valid_fraction=0.1)

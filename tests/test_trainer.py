@@ -11,7 +11,7 @@ from rich.console import Console
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conftest import assert_float32_close, tiny_overrides
-from seqtrain import checkpoint, config, runs, trainer
+from seqtrain import checkpoint, config, progress, runs, trainer
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.errors import ConfigError, Interrupted, TrainingError
 from seqtrain.optim import OptimConfig, SchedConfig
@@ -116,7 +116,7 @@ def test_ema_validates_and_keeps_the_moving_average_and_saves_the_raw_weights_fo
 
 def test_tokens_per_s_counts_training_time_only(tmp_path, monkeypatch):
     clock = {"now": 0.0}
-    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    monkeypatch.setattr(progress, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
     task = regression_task()
     real_step = task.step
 
@@ -135,7 +135,7 @@ def test_a_time_budget_alone_sets_the_length_of_a_cosine_schedule(tmp_path, monk
     """trainer.max_time with no step or epoch budget: the LR follows the training clock and reaches its
     floor when the budget ends (here each training step takes 1 s of a 40 s budget)."""
     clock = {"now": 0.0}
-    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    monkeypatch.setattr(progress, "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
     task = regression_task()
     real_step = task.step
 

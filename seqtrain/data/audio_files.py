@@ -42,15 +42,24 @@ class Entry:
 Skipped = list[tuple[Path, str]]  # (file, reason)
 
 
-def fsdd_entries(root: str | Path, valid_fraction: float) -> tuple[dict[str, list[Entry]], Skipped]:
+def fsdd_entries(
+    root: str | Path, valid_fraction: float, test_speakers: Sequence[str] = ()
+) -> tuple[dict[str, list[Entry]], Skipped]:
     """FSDD's recordings by split. Test is the official index 0-4; validation is the first
-    ceil(valid_fraction x 45) training indices (5-9 at 0.1), so it holds every digit and speaker."""
+    ceil(valid_fraction x 45) training indices (5-9 at 0.1), so it holds every digit and speaker.
+
+    With `test_speakers`, those speakers' recordings are the test split instead (voices the model never
+    hears in training), and validation is the first ceil(valid_fraction x 50) indices (0-4 at 0.1) of
+    every other speaker."""
     root = Path(root)
     folder = root / "recordings" if (root / "recordings").is_dir() else root
     files = sorted(folder.glob("*.wav"))
     if not files:
         raise DataError(f"no FSDD recordings in {folder} (expected {{digit}}_{{speaker}}_{{index}}.wav files)")
-    valid_end = FSDD_TEST_INDICES.stop + math.ceil(valid_fraction * FSDD_TRAIN_COUNT)
+    if test_speakers:
+        valid_end = math.ceil(valid_fraction * (FSDD_TRAIN_COUNT + len(FSDD_TEST_INDICES)))
+    else:
+        valid_end = FSDD_TEST_INDICES.stop + math.ceil(valid_fraction * FSDD_TRAIN_COUNT)
     splits: dict[str, list[Entry]] = {"train": [], "valid": [], "test": []}
     skipped: Skipped = []
     for file in files:
@@ -59,8 +68,17 @@ def fsdd_entries(root: str | Path, valid_fraction: float) -> tuple[dict[str, lis
             skipped.append((file, "the name is not {digit}_{speaker}_{index}.wav"))
             continue
         digit, speaker, index = match[1], match[2], int(match[3])
-        split = "test" if index in FSDD_TEST_INDICES else "valid" if index < valid_end else "train"
+        if test_speakers:
+            split = "test" if speaker in test_speakers else "valid" if index < valid_end else "train"
+        else:
+            split = "test" if index in FSDD_TEST_INDICES else "valid" if index < valid_end else "train"
         splits[split].append(Entry(file, digit, speaker))
+    found = {e.speaker for entries in splits.values() for e in entries}
+    unknown = sorted(set(test_speakers) - found)
+    if unknown:
+        raise DataError(
+            f"data.test_speakers: {', '.join(unknown)} not among the speakers of {folder}: {', '.join(sorted(found))}"
+        )
     return splits, skipped
 
 

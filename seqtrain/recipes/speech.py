@@ -103,6 +103,7 @@ class DataConfig(BatchingConfig):
     max_skipped_fraction: float = 0.05  # stop when a larger share of the files is unreadable or empty
     cache_audio: bool = False  # decode every file once at start and keep the waveforms in memory
     max_seconds: Optional[float] = None  # batch by padded seconds (longest x count); sets max_tokens in samples
+    test_speakers: Optional[list[str]] = None  # fsdd: these speakers' recordings are the test split (unseen voices)
     kaldi: KaldiOptions = field(
         default_factory=KaldiOptions
     )  # framing, window, energy, ...: how audio becomes features
@@ -124,6 +125,8 @@ class DataConfig(BatchingConfig):
                 "data.valid_fraction must be in (0, 1), data.test_fraction in [0, 1), data.max_skipped_fraction in "
                 "[0, 1]"
             )
+        if self.test_speakers and self.source != "fsdd":
+            raise ConfigError("data.test_speakers holds out FSDD speakers (data=fsdd); other data has no speaker names")
 
 
 def augmentation(cfg: AugmentConfig, sample_rate: int) -> Augmentation:
@@ -149,7 +152,7 @@ def read_files(
     """The requested splits of data.root as AudioFiles, with the class and speaker names of training.
     Training clips must still give a frame when speed perturbation plays them at the fastest speed."""
     if data.source == "fsdd":
-        entries, skipped = fsdd_entries(data.root, data.valid_fraction)
+        entries, skipped = fsdd_entries(data.root, data.valid_fraction, data.test_speakers or ())
     else:
         entries, skipped = folder_entries(data.root, data.valid_fraction, data.test_fraction)
     classes = vocab["classes"] if vocab else sort_labels({e.label for e in entries["train"]})
@@ -186,7 +189,9 @@ class SpeechLoss:
         objective = loss_sum
         if "aux_logits" in out:
             speakers, aux = batch["speakers"], out["aux_logits"].float()
-            speaker_loss = F.cross_entropy(aux, speakers, reduction="sum")
+            speaker_loss = F.cross_entropy(
+                aux, speakers, ignore_index=-1, reduction="sum"
+            )  # -1: a voice unseen in training
             objective = objective + self.aux_weight * speaker_loss
             stats["speaker_loss_sum"] = speaker_loss.detach()
             stats["speaker_correct"] = (aux.argmax(dim=-1) == speakers).sum().float()
