@@ -17,7 +17,7 @@ from seqtrain.errors import ConfigError, Interrupted, TrainingError
 from seqtrain.optim import OptimConfig, SchedConfig
 from seqtrain.recipes import char_lm
 from seqtrain.rundir import RunDir
-from seqtrain.trainer_config import LoopConfig
+from seqtrain.trainer_config import EarlyStoppingConfig, LoopConfig
 
 
 class Regression(torch.utils.data.Dataset):
@@ -155,7 +155,7 @@ def test_a_time_budget_alone_sets_the_length_of_a_cosine_schedule(tmp_path, monk
 def test_early_stopping_stops_after_patience_and_keeps_the_best(tmp_path):
     metrics_seen = iter([9.9, 3.0, 2.0, 2.5, 2.4, 2.6, 1.0, 1.0])  # the first answers the start-up metric check
     task = regression_task(summarize=lambda totals: {"loss": next(metrics_seen)})
-    cfg_stop = trainer.EarlyStoppingConfig(monitor="loss", mode="min", patience=2)
+    cfg_stop = EarlyStoppingConfig(monitor="loss", mode="min", patience=2)
     fit_regression(tmp_path, task=task, max_steps=1000, early_stopping=cfg_stop, log_every_steps=1000)
     best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
     last = checkpoint.load(tmp_path / "checkpoints" / "last.pt")
@@ -272,7 +272,7 @@ def test_bf16_on_a_cpu_without_native_bf16_trains_with_onednn_off_and_says_so(co
 
 
 def test_a_monitor_that_is_not_a_metric_fails_before_training(tmp_path):
-    watch = trainer.EarlyStoppingConfig(monitor="accuracy", mode="max", patience=2)
+    watch = EarlyStoppingConfig(monitor="accuracy", mode="max", patience=2)
     with pytest.raises(ConfigError, match="monitor='accuracy' is not a metric; valid: loss"):
         fit_regression(tmp_path, early_stopping=watch)
     assert not (tmp_path / "checkpoints").exists()
@@ -343,7 +343,7 @@ def test_a_saturated_accuracy_hands_model_selection_and_newbob_to_the_validation
         max_steps=60,
         log_every_steps=5,
         val_every_steps=5,
-        early_stopping=trainer.EarlyStoppingConfig(monitor="accuracy", mode="max", patience=3),
+        early_stopping=EarlyStoppingConfig(monitor="accuracy", mode="max", patience=3),
     )
     settings = trainer.Settings(
         cfg, OptimConfig(name="sgd", lr=0.2), SchedConfig(name="newbob", patience=0), BatchingConfig(batch_size=16)
