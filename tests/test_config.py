@@ -1,8 +1,13 @@
+import dataclasses
+
 import pytest
+from omegaconf import OmegaConf
 
 from seqtrain import config, recipes
 from seqtrain.errors import ConfigError
+from seqtrain.optim import OptimConfig, SchedConfig
 from seqtrain.overrides import Overrides
+from seqtrain.trainer_config import TrainerConfig
 
 
 def test_compose_types_every_section():
@@ -51,3 +56,44 @@ def test_sweeps_expand_comma_range_and_choice():
 def test_configs_resolve_from_the_package():
     root = config.config_root()
     assert (root / "conf" / "optim" / "adam.yaml").is_file() and "char_lm" in recipes.names()
+
+
+def schema_defaults(cls) -> dict:
+    out = {}
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            value = f.default_factory()
+            out[f.name] = schema_defaults(type(value)) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def restated(node: dict, defaults: dict, prefix: str = "") -> list[str]:
+    found = []
+    for key, value in node.items():
+        if isinstance(value, dict) and isinstance(defaults.get(key), dict):
+            found += restated(value, defaults[key], f"{prefix}{key}.")
+        elif key in defaults and defaults[key] == value:
+            found.append(f"{prefix}{key}={value!r}")
+    return found
+
+
+def test_group_files_set_only_what_differs_from_their_schema():
+    """The dataclass is the one source of each default: a group file that restated one could drift from it."""
+    root = config.config_root() / "conf"
+    groups = [
+        (root / g, cls) for g, cls in (("optim", OptimConfig), ("sched", SchedConfig), ("trainer", TrainerConfig))
+    ]
+    for name in recipes.names():
+        recipe = recipes.get(name)
+        if recipe.config_dir is None:
+            groups += [(root / name / "model", recipe.ModelConfig), (root / name / "data", recipe.DataConfig)]
+    checked = 0
+    for folder, cls in groups:
+        for path in sorted(folder.glob("*.yaml")):
+            node = OmegaConf.to_container(OmegaConf.load(path))
+            node.pop("defaults")
+            assert not restated(node, schema_defaults(cls)), f"{path} restates its schema's defaults"
+            checked += 1
+    assert checked >= 25

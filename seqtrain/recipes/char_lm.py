@@ -33,9 +33,9 @@ SOURCES = ("stdlib", "text", "tinyshakespeare")
 class ModelConfig:
     cell: str = "lstm"  # rnn_tanh, rnn_relu, gru, lstm
     hidden_size: int = 512
-    num_layers: int = 2
+    num_layers: int = 1
     embedding_dim: int = 64  # 0 = one-hot input
-    dropout: float = 0.1
+    dropout: float = 0.35  # on the embedding and the output
     weight_drop: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights; rnn, gru and lstm
     tie_weights: bool = False
     init: str = "default"  # default, xavier, kaiming
@@ -56,6 +56,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig(BatchingConfig):
+    batch_size: Optional[int] = 16  # windows per batch: many small updates learn the most text per second
     source: str = "stdlib"  # stdlib, text, tinyshakespeare
     path: Optional[str] = None  # source=text: any UTF-8 file
     url: str = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -63,11 +64,11 @@ class DataConfig(BatchingConfig):
     cache_dir: Optional[str] = None  # default: $SEQTRAIN_CACHE or ~/.cache/seqtrain
     max_chars: int = 2_000_000  # source=stdlib: how much of the standard library's source to read
     valid_fraction: float = 0.1  # the last 10% is validation (nanoGPT's contiguous split)
-    seq_len: int = 128  # characters per training window (the BPTT length)
+    seq_len: int = 64  # characters per training window (the BPTT length)
     # Characters per scoring window of validation and `evaluate` (None: seq_len). Each character is
     # scored given the text before it in its window, so a window longer than the training one scores
     # the model as it is used, with the long context that sampling carries in its hidden state.
-    eval_seq_len: Optional[int] = None
+    eval_seq_len: Optional[int] = 1024
     stateful: bool = False  # carry the hidden state across consecutive windows (truncated BPTT)
 
     def __post_init__(self):

@@ -48,20 +48,20 @@ PROBES = (
 @dataclass
 class ModelConfig:
     cell: str = "lstm"  # rnn_tanh, rnn_relu, gru, lstm
-    embedding_dim: int = 128
-    hidden_size: int = 256
-    num_layers: int = 1
+    embedding_dim: int = 300
+    hidden_size: int = 256  # per direction
+    num_layers: int = 2
     bidirectional: bool = True
     pooling: str = "attention"  # last, mean, max, attention
     attention_size: int = 128
     mlp_hidden: int = 0  # 0 = a linear head
-    dropout: float = 0.3
+    dropout: float = 0.5  # between recurrent layers and before the head
     embedding_dropout: float = 0.1  # drops whole words
     weight_drop: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights; rnn, gru and lstm
-    init: str = "default"  # default, xavier, kaiming
-    recurrent_init: str = "default"  # default, orthogonal, xavier
-    # The loss lives here because `step` sees only the model and the batch.
-    label_smoothing: float = 0.0
+    init: str = "xavier"  # default, xavier, kaiming
+    recurrent_init: str = "orthogonal"  # default, orthogonal, xavier (non-default also sets LSTM forget biases to 1)
+    # The loss's settings (the recipe's loss reads them; the model never does)
+    label_smoothing: float = 0.1
     class_weights: str = "none"  # none, or balanced: each class weighs n / (classes * its count)
     mixup_alpha: float = 0.0  # > 0: train on blends of two sentences' pooled vectors, weight ~ Beta(alpha, alpha)
 
@@ -85,6 +85,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig(BatchingConfig):
+    batch_size: Optional[int] = 64
     source: str = "synthetic"  # synthetic, sst2, tsv, folder
     n_train: int = 10000  # synthetic: sentences per split
     n_valid: int = 1000

@@ -78,6 +78,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig(BatchingConfig):
+    batch_size: Optional[int] = 64
     source: str = "dates"  # dates, parallel, multi30k
     n_train: int = 20000  # dates: pairs per split
     n_valid: int = 1000
