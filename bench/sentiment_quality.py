@@ -1,9 +1,10 @@
 """SST-2 dev accuracy of the sentiment recipe's defaults, from scratch (no pretrained embeddings), in a time budget.
 
-    python bench/sentiment_quality.py --root ../shared/data/sst2 --minutes 20 --bagging 5
+    python bench/sentiment_quality.py --root ../shared/data/sst2 --minutes 20
+    python bench/sentiment_quality.py --root ../shared/data/sst2 --minutes 20 --bagging auto
 
-Runs `seqtrain fit recipe=sentiment data=sst2 data.root=ROOT trainer.max_time=SECONDS trainer.bagging=K`
-and nothing else (`--bagging 1` leaves the switch off), then `seqtrain evaluate RUN`: every member's
+Runs `seqtrain fit recipe=sentiment data=sst2 data.root=ROOT trainer.max_time=SECONDS [trainer.bagging=K|auto]`
+and nothing else (no --bagging: the recipe's own setting), then `seqtrain evaluate RUN`: every member's
 best checkpoint (by its validation accuracy, once an epoch) and their ensemble on the dev set. SST-2
 has no public test labels, so dev is both the validation and the scored split: the checkpoint choice
 reads it, which is why the JSON also gives each member's last validation. The defaults are the
@@ -31,14 +32,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--root", default=str(SST2), help="folder with SST-2's train.tsv and dev.tsv")
     p.add_argument("--minutes", type=float, default=20)
-    p.add_argument("--bagging", type=int, default=5, help="trainer.bagging: members in the one budget (1 = off)")
+    p.add_argument("--bagging", default=None, help="trainer.bagging: K members in the one budget, auto, or null")
     p.add_argument("--max-rows", type=int, default=None, help="smoke tests: read only this many rows of each split")
     p.add_argument("--run-dir", default=None)
     p.add_argument("overrides", nargs="*", help="more overrides, to run other settings beside the defaults")
     args = p.parse_args()
 
     overrides = ["data=sst2", f"data.root={args.root}", f"trainer.max_time={args.minutes * 60:g}"]
-    overrides += [f"trainer.bagging={args.bagging}"] if args.bagging > 1 else []
+    overrides += [f"trainer.bagging={args.bagging}"] if args.bagging else []
     overrides += [f"data.max_rows={args.max_rows}"] if args.max_rows else []
     overrides += args.overrides
     run = common.fit("sentiment", overrides, args.run_dir)

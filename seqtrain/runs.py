@@ -9,6 +9,7 @@ their own way.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -143,39 +144,80 @@ def _fit_bagged(
     world: distributed.World,
     on_validation: trainer.OnValidation | None,
 ) -> tuple[Path, dict[str, Any]]:
-    """trainer.bagging=K: K members trained one after another (on every rank), member i an ordinary run
-    in members/<i> on bootstrap resample i of the training split, or on the whole split with
-    trainer.bagging_resample=none (then only the seed tells members apart). All share the vocabulary, built once
-    from the whole split, so their class probabilities average like those of any ensemble. On resume
-    every member that has a dir continues in it, so the one interrupted goes on where it stopped and
-    those done train no further (or up to a budget raised now); the rest start afresh. Returns the
-    ensemble's validation metrics and, under "members", each member's, as `evaluate` reports them."""
+    """trainer.bagging=K or auto: members trained one after another (on every rank), member i an ordinary
+    run in members/<i> on bootstrap resample i of the training split, or on the whole split with
+    trainer.bagging_resample=none (then only the seed tells members apart). All share the vocabulary, built
+    once from the whole split, so their class probabilities average like those of any ensemble. On resume
+    every member that has a dir continues in it, so the one interrupted goes on where it stopped and those
+    done train no further (or up to a budget raised now); the rest start afresh. Returns the ensemble's
+    validation metrics and, under "members", each member's, as `evaluate` reports them."""
     _task(cfg, recipe, prepared, prepared.splits["train"])  # bad input fails before any file is written
     bag = _run_dir(cfg, prepared.vocab, world)
-    console.print(f"bagged run dir: {bag.path}  ({cfg.trainer.bagging} members)")
-    started = distributed.broadcast(
-        [d.path.name for d in bag.members() if d != bag]
-    )  # rank 0's view, before it adds any
-    for i in range(cfg.trainer.bagging):
-        console.print(f"[bold]member {i + 1}/{cfg.trainer.bagging}[/bold]")
-        member = member_config(cfg, i, bag.member(i), str(i) in started)
+    count = (
+        f"{cfg.trainer.members} members"
+        if cfg.trainer.members
+        else f"members until {cfg.trainer.max_time:g} s are spent"
+    )
+    console.print(f"bagged run dir: {bag.path}  ({count})")
+    started = distributed.broadcast([d.path.name for d in bag.members() if d != bag])  # rank 0's, before it adds any
+    i = 0
+    while (
+        budget := distributed.broadcast(member_budget(cfg.trainer, bag, i, str(i) in started) if world.main else None)
+    ) != 0:
+        of = f"/{cfg.trainer.members}" if cfg.trainer.members else f" ({budget:.0f} s)" if budget else ""
+        console.print(f"[bold]member {i + 1}{of}[/bold]")
+        member = member_config(cfg, i, bag.member(i), str(i) in started, budget)
         train_set = prepared.splits["train"]
         if cfg.trainer.bagging_resample == "bootstrap":
             train_set = bootstrap(train_set, cfg.trainer.seed, i)
         _train(member, recipe, prepared, train_set, console, world, on_validation)
+        i += 1
     if not world.main:
         return bag.path, {}
     report = evaluate([bag.path], [])
-    members, ensemble = [scalars(m) for m in report["members"]], scalars(report["ensemble"])
+    members, ensemble = [scalars(m) for m in report.get("members", [report])], scalars(report.get("ensemble", report))
     monitor.log_ensemble(bag.path, members, ensemble)
     return bag.path, {**ensemble, "members": members}
 
 
-def member_overrides(cfg: TrainerConfig, i: int, member_dir: Path, resume: bool) -> list[str]:
+AUTO_SHARE = 0.75  # trainer.bagging=auto: a member starts only with at least this share of the first member's time
+
+
+def member_budget(cfg: TrainerConfig, bag: RunDir, i: int, started: bool) -> float | None:
+    """Member i's trainer.max_time, None to keep the run's step or epoch budgets alone, or 0 when member i is
+    not to be trained: past K members, or with trainer.bagging=auto when the budget left is too small.
+
+    auto: the first member trains as a run without bagging would, with the whole trainer.max_time, until
+    early stopping ends it after t0 seconds (or the budget does: then it is the only member). Each further
+    member gets an equal share of the time left, R / n with n = floor(R / (AUTO_SHARE * t0)) members still
+    to come, recomputed after every member from the training time they really took (one that stops early
+    leaves its rest to the others): so about as many members as took the first one's time fit, none gets
+    less than AUTO_SHARE of it, and the budget is spent. A member already started keeps the budget it
+    was given (its own overrides.yaml holds it), so a resumed bag continues as it was planned."""
+    if cfg.members is not None:
+        return 0 if i >= cfg.members else (cfg.max_time / cfg.members if cfg.max_time else None)
+    if started:
+        return load_run_config(bag.member(i)).trainer.max_time
+    assert cfg.max_time is not None  # bagging=auto needs it (TrainerConfig checks)
+    if i == 0:
+        return cfg.max_time
+    spent = [load_checkpoint(bag.member(j).path, prefer="last")["trainer"]["elapsed"] for j in range(i)]
+    left = cfg.max_time - sum(spent)
+    still = math.floor(left / (AUTO_SHARE * spent[0])) if spent[0] > 0 else 0
+    return left / still if still >= 1 else 0
+
+
+def member_overrides(
+    cfg: TrainerConfig, i: int, member_dir: Path, resume: bool, max_time: float | None = None
+) -> list[str]:
     """What makes member i of a bagged run a run of its own: its dir, trainer.seed + i (initialisation,
-    dropout, batch order), and its even share of trainer.max_time; step and epoch budgets apply to each
-    member as they stand, so a member trains as long as the same command without bagging would."""
-    share = {"trainer.max_time": cfg.max_time / cfg.bagging} if cfg.max_time else {}
+    dropout, batch order), and its share of trainer.max_time (`max_time`; by default the even share of K
+    members); step and epoch budgets apply to each member as they stand, so a member trains as long as the
+    same command without bagging would."""
+    max_time = (
+        max_time if max_time is not None else (cfg.max_time / cfg.members if cfg.max_time and cfg.members else None)
+    )
+    share = {"trainer.max_time": max_time} if max_time else {}
     values = {
         "run_dir": str(member_dir),
         "trainer.resume": str(member_dir) if resume else None,
@@ -186,12 +228,11 @@ def member_overrides(cfg: TrainerConfig, i: int, member_dir: Path, resume: bool)
     return Overrides().with_values(values).as_list()
 
 
-def member_config(cfg: RunConfig, i: int, member_dir: RunDir, resume: bool) -> RunConfig:
+def member_config(cfg: RunConfig, i: int, member_dir: RunDir, resume: bool, max_time: float | None) -> RunConfig:
     """Member i's config: the bag's overrides updated by `member_overrides`, composed (its run dir's
     overrides.yaml then re-composes the member alone)."""
-    return compose(
-        cfg.recipe, cfg.overrides.updated(Overrides.of(member_overrides(cfg.trainer, i, member_dir.path, resume)))
-    )
+    overrides = member_overrides(cfg.trainer, i, member_dir.path, resume, max_time)
+    return compose(cfg.recipe, cfg.overrides.updated(Overrides.of(overrides)))
 
 
 def scalars(report: dict[str, Any]) -> dict[str, float]:

@@ -70,16 +70,21 @@ class LoopConfig:
 class TrainerConfig(LoopConfig):
     resume: Optional[str] = None  # a run dir to continue in
     init_from: Optional[str] = None  # a run dir whose weights (matching names and shapes) start a new run
-    bagging: Optional[int] = None  # K: K members in one run dir, averaged as an ensemble (classifier recipes)
+    # K: K members in one run dir, averaged as an ensemble (classifier recipes); auto: members one after another,
+    # each early-stopped, until trainer.max_time is spent (seqtrain/runs.py says how the budget is shared)
+    bagging: Optional[str] = None
     bagging_resample: str = "bootstrap"  # bootstrap, or none: every member on the whole split, differing by seed only
     devices: int = 1  # worker processes on this machine, launched through torch.distributed.run
 
     def __post_init__(self):
         super().__post_init__()
+        self.bagging = None if self.bagging is None else str(self.bagging)
         if self.resume and self.init_from:
             raise ConfigError("trainer.resume continues a run and trainer.init_from starts a new one; give one")
-        if self.bagging is not None and self.bagging < 2:
-            raise ConfigError(f"trainer.bagging must be the number of members, at least 2, or null; got {self.bagging}")
+        if self.bagging is not None and self.bagging != "auto" and not (self.bagging.lstrip("-").isdigit() and int(self.bagging) >= 2):
+            raise ConfigError(f"trainer.bagging must be the number of members, at least 2, auto or null; got {self.bagging}")
+        if self.bagging == "auto" and self.max_time is None:
+            raise ConfigError("trainer.bagging=auto trains members until trainer.max_time is spent: set trainer.max_time")
         if self.bagging_resample not in BAGGING_RESAMPLES:
             raise ConfigError(
                 f"trainer.bagging_resample must be {' or '.join(BAGGING_RESAMPLES)}, got {self.bagging_resample!r}"
@@ -90,3 +95,8 @@ class TrainerConfig(LoopConfig):
             )
         if self.devices < 1:
             raise ConfigError(f"trainer.devices must be >= 1, got {self.devices}")
+
+    @property
+    def members(self) -> int | None:
+        """trainer.bagging's number of members; None when it is off or auto (then the budget decides)."""
+        return int(self.bagging) if self.bagging not in (None, "auto") else None

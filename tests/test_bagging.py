@@ -190,15 +190,15 @@ def test_a_bagged_run_stopped_mid_member_resumes_to_the_weights_of_an_uninterrup
     [
         (
             ["recipe=sentiment", "trainer.bagging=0"],
-            "trainer.bagging must be the number of members, at least 2, or null; got 0",
+            "trainer.bagging must be the number of members, at least 2, auto or null; got 0",
         ),
         (
             ["recipe=sentiment", "trainer.bagging=-3"],
-            "trainer.bagging must be the number of members, at least 2, or null; got -3",
+            "trainer.bagging must be the number of members, at least 2, auto or null; got -3",
         ),
         (
             ["recipe=speech", "trainer.bagging=1"],
-            "trainer.bagging must be the number of members, at least 2, or null; got 1",
+            "trainer.bagging must be the number of members, at least 2, auto or null; got 1",
         ),
         (
             ["recipe=char_lm", "trainer.bagging=3"],
@@ -256,3 +256,62 @@ def test_a_bagged_run_exports_each_member_and_the_export_predicts_as_the_ensembl
     exported = json.loads(seqtrain("sample", out, "--text", text).stdout)["probabilities"]
     original = json.loads(seqtrain("sample", run_dir, "--text", text).stdout)["probabilities"]
     assert exported == pytest.approx(original, abs=1e-6)
+
+
+def fake_member(bag: Path, i: int, elapsed: float, max_time: float) -> None:
+    """A member dir as far as the budget planner reads it: its config and its last checkpoint's clock."""
+    member = bag / "members" / str(i)
+    (member / "checkpoints").mkdir(parents=True)
+    (member / "config.yaml").write_text("recipe: sentiment\n")
+    (member / "overrides.yaml").write_text(f"- trainer.max_time={max_time}\n")
+    torch.save(
+        {"format_version": 1, "recipe": "sentiment", "trainer": {"elapsed": elapsed}},
+        member / "checkpoints" / "last.pt",
+    )
+
+
+def test_auto_bagging_shares_the_time_left_among_members_as_long_as_the_first(tmp_path):
+    cfg = TrainerConfig(max_time=1000, bagging="auto")
+    bag = RunDir(tmp_path / "bag")
+    assert runs.member_budget(cfg, bag, 0, started=False) == 1000  # the first runs as a run without bagging would
+    fake_member(bag.path, 0, elapsed=400, max_time=1000)  # early-stopped after 400 s
+    assert runs.member_budget(cfg, bag, 1, started=False) == 300  # 600 s left: two more members (300 >= 0.75 x 400)
+    fake_member(bag.path, 1, elapsed=100, max_time=300)  # stopped early: its rest goes to those after it
+    assert runs.member_budget(cfg, bag, 2, started=False) == 500  # 500 s left, one member (two would get < 300)
+    fake_member(bag.path, 2, elapsed=500, max_time=500)
+    assert runs.member_budget(cfg, bag, 3, started=False) == 0  # spent
+    assert runs.member_budget(cfg, bag, 1, started=True) == 300  # a resumed member keeps the budget it was given
+    lone = RunDir(tmp_path / "lone")
+    fake_member(lone.path, 0, elapsed=1000, max_time=1000)  # the budget, not early stopping, ended the first
+    assert runs.member_budget(cfg, lone, 1, started=False) == 0
+    fixed = TrainerConfig(max_time=1000, bagging=4)
+    assert [runs.member_budget(fixed, bag, i, started=False) for i in range(5)] == [250, 250, 250, 250, 0]
+
+
+@pytest.mark.slow
+def test_auto_bagging_trains_members_until_the_time_budget_is_spent_and_acts_as_one_ensemble(tmp_path):
+    run_dir = tmp_path / "bag"
+    final = fit(
+        "trainer.bagging=auto",
+        "trainer.max_steps=null",
+        "trainer.max_time=8",
+        "trainer.val_every_steps=2",
+        "trainer.early_stopping.patience=1",
+        "trainer.early_stopping.monitor=loss",
+        "trainer.early_stopping.mode=min",
+        "trainer.early_stopping.min_delta=10",  # no validation after the first improves: each member stops at once
+        f"run_dir={run_dir}",
+    )
+    members = member_dirs(run_dir)
+    assert len(final["members"]) == len(members) >= 2
+    clocks = [checkpoint.load(m / "checkpoints" / "last.pt")["trainer"]["elapsed"] for m in members]
+    budgets = [checkpoint.load(m / "checkpoints" / "last.pt")["config"]["trainer"]["max_time"] for m in members]
+    assert (
+        budgets[0] == 8 and all(b < 8 for b in budgets[1:]) and sum(clocks) <= 8 + len(members)
+    )  # one step's slack each
+    report = json.loads(seqtrain("evaluate", run_dir).stdout)
+    assert report["ensemble"]["accuracy"] == final["accuracy"] and len(report["members"]) == len(members)
+    assert json.loads(seqtrain("sample", run_dir, "--text", "a moving film").stdout)["label"] in (
+        "positive",
+        "negative",
+    )

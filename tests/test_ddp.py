@@ -286,6 +286,34 @@ def test_a_bagged_run_trains_its_members_one_after_another_on_two_processes(tmp_
     ]
 
 
+def test_auto_bagging_on_two_processes_agrees_on_every_member_s_budget(tmp_path):
+    """Rank 0 plans each member from the checkpoints it wrote; every rank trains the members it planned."""
+    run_dir = tmp_path / "bag"
+    stop_at_once = [
+        "trainer.early_stopping.monitor=loss",
+        "trainer.early_stopping.min_delta=10",
+        "trainer.early_stopping.patience=1",
+    ]
+    result = seqtrain_subprocess(
+        "fit",
+        "recipe=sentiment",
+        *RECIPES["sentiment"][1],
+        "data.batch_size=16",
+        "trainer.max_epochs=null",
+        "trainer.max_time=12",
+        "trainer.val_every_steps=2",
+        *stop_at_once,
+        "trainer.bagging=auto",
+        "trainer.devices=2",
+        f"run_dir={run_dir}",
+    )
+    assert result.returncode == 0, result.stderr
+    members = sorted((run_dir / "members").iterdir())
+    assert len(json.loads(result.stdout)["members"]) == len(members) >= 2
+    for member in members:
+        assert torch.load(member / "checkpoints" / "last.pt", weights_only=True)["trainer"]["world_size"] == 2
+
+
 def mixup_worker(rank: int, port: int, run_dir: str, out: str) -> None:
     """One rank of a sentiment run with sentence mixup, trained by the trainer itself; saves its weights."""
     from rich.console import Console
