@@ -42,10 +42,16 @@ def run_one(args: argparse.Namespace, speaker: str | None) -> dict:
     test = runs.evaluate([run.run_dir], ["split=test"])
     valid = common.records(run.run_dir, "valid")
     return {
-        "accuracy": round(test["accuracy"], 4), "macro_f1": round(test["macro_f1"], 4), "test_examples": test["examples"],
-        "mistakes": mistakes(test), "best_valid_accuracy": round(max(r["accuracy"] for r in valid), 4),
-        "epochs": valid[-1]["epoch"], "steps": valid[-1]["step"], "wall_minutes": round(run.seconds / 60, 2),
-        "command": run.command, "run_dir": str(run.run_dir),
+        "accuracy": round(test["accuracy"], 4),
+        "macro_f1": round(test["macro_f1"], 4),
+        "test_examples": test["examples"],
+        "mistakes": mistakes(test),
+        "best_valid_accuracy": round(max(r["accuracy"] for r in valid), 4),
+        "epochs": valid[-1]["epoch"],
+        "steps": valid[-1]["step"],
+        "wall_minutes": round(run.seconds / 60, 2),
+        "command": run.command,
+        "run_dir": str(run.run_dir),
     }
 
 
@@ -53,7 +59,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--root", default=str(FSDD))
     p.add_argument("--minutes", type=float, default=15, help="training budget of each run")
-    p.add_argument("--leave-out", default=None, help="comma-separated speakers, one fold each (default: the official split)")
+    p.add_argument(
+        "--leave-out", default=None, help="comma-separated speakers, one fold each (default: the official split)"
+    )
     p.add_argument("--run-dir", default=None, help="a folder for the runs (default: temporary folders)")
     p.add_argument("overrides", nargs="*", help="extra overrides for every run")
     args = p.parse_args()
@@ -62,9 +70,16 @@ def main() -> None:
         result = {"split": "official", **run_one(args, None)}
     else:
         folds = {speaker: run_one(args, speaker) for speaker in args.leave_out.split(",")}
-        result = {"split": "leave-one-speaker-out", "mean_accuracy": round(statistics.mean(f["accuracy"] for f in folds.values()), 4),
-                  "folds": folds}
-    print(json.dumps({"benchmark": "speech_quality", **result, "minutes": args.minutes, "torch_threads": torch.get_num_threads()}))
+        result = {
+            "split": "leave-one-speaker-out",
+            "mean_accuracy": round(statistics.mean(f["accuracy"] for f in folds.values()), 4),
+            "folds": folds,
+        }
+    print(
+        json.dumps(
+            {"benchmark": "speech_quality", **result, "minutes": args.minutes, "torch_threads": torch.get_num_threads()}
+        )
+    )
 
 
 if __name__ == "__main__":
