@@ -243,8 +243,8 @@ def sample(
         list[Path],
         typer.Argument(
             metavar="RUN...",
-            help="A run dir (uses its best checkpoint) or a checkpoint file; "
-            "several runs of a classifier form an ensemble.",
+            help="A run dir (its best checkpoint), a checkpoint file, or an export dir from `seqtrain export`; "
+            "several runs of a classifier recipe form an ensemble (so does one bagged run).",
         ),
     ],
     prompt: Annotated[Optional[str], typer.Option(help="char_lm: text to start from.")] = None,
@@ -255,16 +255,32 @@ def sample(
         Optional[float], typer.Option(help="Sample from the smallest set covering this probability.")
     ] = None,
     seed: Annotated[Optional[int], typer.Option(help="Make sampling reproducible.")] = None,
-    text: Annotated[Optional[str], typer.Option(help="Classifiers and seq2seq: one input to predict from.")] = None,
-    input_file: Annotated[Optional[Path], typer.Option(help="Classifiers and seq2seq: one input per line.")] = None,
+    text: Annotated[
+        Optional[str], typer.Option(help="sentiment and seq2seq: one text to classify or translate.")
+    ] = None,
+    input_file: Annotated[
+        Optional[Path],
+        typer.Option(
+            help="Many inputs: sentiment and seq2seq one text per line; speech one audio file path per line; "
+            "forecast a CSV of series (see --layout), printed back as id,step,lower,forecast,upper."
+        ),
+    ] = None,
     beam: Annotated[int, typer.Option(min=1, help="seq2seq: beam size; 1 is greedy.")] = 1,
     plot_attention: Annotated[
         Optional[Path], typer.Option(help="seq2seq: write the --text input's attention as a PNG.")
     ] = None,
     audio: Annotated[Optional[Path], typer.Option(help="speech: an audio file to classify.")] = None,
+    plot: Annotated[
+        Optional[Path], typer.Option(help="forecast: draw the first series' history, forecast and interval as a PNG.")
+    ] = None,
+    layout: Annotated[
+        str, typer.Option(help="forecast: --input-file's layout: long (id,timestamp,value rows), rows or columns.")
+    ] = "long",
     verbose: Verbose = False,
 ) -> None:
-    """Generate with a trained run, or predict with a classifier run or an ensemble (one JSON line per input)."""
+    """Use a trained run: char_lm generates text, seq2seq translates, a classifier (sentiment, speech) prints one
+    JSON line per input with its label and class probabilities (alone or as an ensemble), forecast prints
+    forecasts as CSV."""
     from seqtrain import runs
     from seqtrain.recipe import SampleOptions
 
@@ -280,6 +296,8 @@ def sample(
         beam=beam,
         plot_attention=None if plot_attention is None else str(plot_attention),
         audio=None if audio is None else str(audio),
+        plot=None if plot is None else str(plot),
+        layout=layout,
     )
 
     def write(chunk: str) -> None:

@@ -1,5 +1,6 @@
 """Attention heat maps: which source tokens each target token was produced from. Gradient flow through time:
 how much of the loss's gradient reaches each step of each recurrent layer (seqtrain/models/gradient_flow.py).
+Forecasts: a series' recent history, its forecast with the prediction interval, and the actual values.
 
 Rendering uses matplotlib's object API on the Agg canvas, imported on first use: no pyplot global
 state, no display needed, and importing seqtrain stays fast.
@@ -13,13 +14,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+# One series' picture: (name, history (T,), the actual future (H,) or None, forecasts (H, 3): lower, median, upper)
+ForecastPanel = tuple[str, np.ndarray, "np.ndarray | None", np.ndarray]
+
 
 def attention_image(weights: torch.Tensor | np.ndarray, source: Sequence[str], target: Sequence[str]) -> np.ndarray:
     """(T, S) weights with S source and T target labels -> an (H, W, 3) uint8 RGB image.
 
     For TensorBoard: `writer.add_image(tag, image, step, dataformats="HWC")`.
     """
-    figure = _figure(weights, source, target)
+    return _rgb(_figure(weights, source, target))
+
+
+def _rgb(figure) -> np.ndarray:
+    """A drawn figure as an (H, W, 3) uint8 array."""
     figure.canvas.draw()
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
 
@@ -65,9 +73,7 @@ def gradient_flow_image(norms: Mapping[str, torch.Tensor | np.ndarray], title: s
 
     For TensorBoard: `writer.add_image(tag, image, step, dataformats="HWC")`.
     """
-    figure = _flow_figure(norms, title)
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
+    return _rgb(_flow_figure(norms, title))
 
 
 def save_gradient_flow(norms: Mapping[str, torch.Tensor | np.ndarray], path: str | Path, title: str = "") -> Path:
@@ -96,4 +102,41 @@ def _flow_figure(norms: Mapping[str, torch.Tensor | np.ndarray], title: str):
     axes.set_title(title or "gradient flow through time")
     axes.grid(True, which="major", alpha=0.3)
     axes.legend(fontsize=8)
+    return figure
+
+
+def forecast_image(panels: Sequence[ForecastPanel]) -> np.ndarray:
+    """Up to a few series, each with its history, forecast, interval and actual values -> an (H, W, 3) image."""
+    return _rgb(_forecast_figure(panels))
+
+
+def save_forecasts(panels: Sequence[ForecastPanel], path: str | Path) -> Path:
+    """Write the forecast pictures of `panels` to a PNG file; returns its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _forecast_figure(panels).savefig(path, format="png")
+    return path
+
+
+def _forecast_figure(panels: Sequence[ForecastPanel]):
+    """One panel per series: the history up to step 0, then the median forecast inside its interval."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
+    figure = Figure(figsize=(6.0 * columns, 2.8 * rows), dpi=100, layout="constrained")
+    FigureCanvasAgg(figure)
+    for i, (name, history, actual, forecast) in enumerate(panels):
+        axes = figure.add_subplot(rows, columns, i + 1)
+        steps = np.arange(1, len(forecast) + 1)
+        axes.plot(np.arange(-len(history) + 1, 1), history, color="0.3", linewidth=1.0, label="history")
+        axes.fill_between(steps, forecast[:, 0], forecast[:, 2], color="C0", alpha=0.25, linewidth=0, label="interval")
+        axes.plot(steps, forecast[:, 1], color="C0", linewidth=1.5, label="forecast")
+        if actual is not None:
+            axes.plot(steps, actual, color="C1", linewidth=1.0, linestyle="--", label="actual")
+        axes.set_title(str(name), fontsize=9)
+        axes.grid(True, alpha=0.3)
+        if i == 0:
+            axes.legend(fontsize=7, loc="upper left")
     return figure

@@ -50,6 +50,8 @@ class SampleOptions:
     beam: int = 1  # seq2seq: beam size, 1 = greedy
     plot_attention: Optional[str] = None  # seq2seq: a PNG path for the --text input's alignment
     audio: Optional[str] = None
+    plot: Optional[str] = None  # forecast: a PNG path for the first series' forecasts
+    layout: str = "long"  # forecast: how --input-file holds its series (long, rows, columns)
 
 
 @dataclass

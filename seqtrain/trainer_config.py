@@ -81,10 +81,18 @@ class TrainerConfig(LoopConfig):
         self.bagging = None if self.bagging is None else str(self.bagging)
         if self.resume and self.init_from:
             raise ConfigError("trainer.resume continues a run and trainer.init_from starts a new one; give one")
-        if self.bagging is not None and self.bagging != "auto" and not (self.bagging.lstrip("-").isdigit() and int(self.bagging) >= 2):
-            raise ConfigError(f"trainer.bagging must be the number of members, at least 2, auto or null; got {self.bagging}")
+        if (
+            self.bagging is not None
+            and self.bagging != "auto"
+            and not (self.bagging.lstrip("-").isdigit() and int(self.bagging) >= 2)
+        ):
+            raise ConfigError(
+                f"trainer.bagging must be the number of members, at least 2, auto or null; got {self.bagging}"
+            )
         if self.bagging == "auto" and self.max_time is None:
-            raise ConfigError("trainer.bagging=auto trains members until trainer.max_time is spent: set trainer.max_time")
+            raise ConfigError(
+                "trainer.bagging=auto trains members until trainer.max_time is spent: set trainer.max_time"
+            )
         if self.bagging_resample not in BAGGING_RESAMPLES:
             raise ConfigError(
                 f"trainer.bagging_resample must be {' or '.join(BAGGING_RESAMPLES)}, got {self.bagging_resample!r}"

@@ -26,6 +26,7 @@ from seqtrain.config import compose
 from seqtrain.data.audio import GlobalNormalizer
 from seqtrain.data.sampler import BucketBatchSampler
 from seqtrain.recipes.char_lm import CharLM
+from seqtrain.recipes.forecast import Forecast
 from seqtrain.recipes.sentiment import Sentiment
 
 TIMEOUT = 180
@@ -47,6 +48,7 @@ RECIPES = {
             "model.class_weights=balanced",
         ],
     ),
+    "forecast": (Forecast(), ["data.num_series=20", "model.hidden_size=8", "model.mlp_hidden=8", "model.dropout=0"]),
 }
 
 

@@ -109,8 +109,14 @@ def test_held_out_speakers_are_the_whole_test_split_and_never_trained_on(tmp_pat
     sizes = {split: len(dataset) for split, dataset in prepared.splits.items()}
     assert sizes == {"test": 36, "valid": 30, "train": 42}  # bob's 3 x 12; indices 0-4 and 5-11 of alice and carol
     assert prepared.vocab["speakers"] == ["alice", "carol"] and set(prepared.splits["test"].dataset.speakers) == {-1}
-    unknown = seqtrain("fit", "recipe=speech", "data=fsdd", f"data.root={tmp_path}", "data.test_speakers=[dave]",
-                       f"run_dir={tmp_path / 'run'}")
+    unknown = seqtrain(
+        "fit",
+        "recipe=speech",
+        "data=fsdd",
+        f"data.root={tmp_path}",
+        "data.test_speakers=[dave]",
+        f"run_dir={tmp_path / 'run'}",
+    )
     assert unknown.exit_code == 2 and "data.test_speakers: dave not among the speakers" in unknown.output
     assert not (tmp_path / "run").exists()
 

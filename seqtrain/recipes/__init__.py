@@ -22,6 +22,7 @@ BUILT_IN = {
     "sentiment": "seqtrain.recipes.sentiment:Sentiment",
     "seq2seq": "seqtrain.recipes.seq2seq:Seq2SeqRecipe",
     "speech": "seqtrain.recipes.speech:Speech",
+    "forecast": "seqtrain.recipes.forecast:Forecast",
 }
 
 
