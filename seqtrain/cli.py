@@ -333,15 +333,26 @@ def evaluate(
 @reports_errors
 def export(
     run: Annotated[Path, typer.Argument(metavar="RUN", help="A run dir.")],
-    format: Annotated[str, typer.Option("--format", help="onnx (onnxruntime) or torchscript (torch.jit).")] = "onnx",
+    format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="onnx (onnxruntime), torchscript (torch.jit), or vectors: the learnt embedding tables as word2vec "
+            "text, for model.pretrained_embeddings of another run.",
+        ),
+    ] = "onnx",
     out: Annotated[
-        Optional[Path], typer.Option(help="The export dir to write; default RUN/export. It must not exist.")
+        Optional[Path],
+        typer.Option(
+            help="The dir to write; default RUN/export (RUN/vectors for --format vectors). It must not exist."
+        ),
     ] = None,
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     verbose: Verbose = False,
 ) -> None:
     """Write a run as files that run without seqtrain: model graph(s), vocab.json and a manifest.
-    `seqtrain sample` and `seqtrain evaluate` accept the export dir (or its model file) like a run."""
+    `seqtrain sample` and `seqtrain evaluate` accept the export dir (or its model file) like a run.
+    --format vectors writes the run's embedding tables instead (word2vec text, one .vec file per table)."""
     from seqtrain.export import export as write_export
 
     print(write_export(run, format, out, checkpoint))

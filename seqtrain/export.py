@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from seqtrain import __version__
+from seqtrain.data.vectors import write_word2vec_text
 from seqtrain.errors import CheckpointError, ConfigError
 from seqtrain.exported import FORMATS, MANIFEST, missing
 from seqtrain.recipe import Graph
@@ -39,25 +40,32 @@ from seqtrain.rundir import MEMBERS, RunDir, load_model
 OPSET = 20  # ONNX opset; onnxruntime 1.17 and later run it
 
 
+VECTORS = "vectors"  # the learnt embedding tables as word2vec text, not a model
+
+
 def export(run_dir: Path, format: str, out: Path | None, which: str) -> Path:
-    """Write the export of `run_dir`'s best or last checkpoint to `out` (default RUN/export); returns the
-    dir. Everything is written to a temporary dir beside it first, so a failure leaves nothing behind.
-    A bagged run exports each member into `members/<i>/`, so `sample` and `evaluate` read the export
-    as the same ensemble."""
-    if format not in FORMATS:
-        raise ConfigError(f"unknown export format {format!r}; valid: {', '.join(FORMATS)}")
+    """Write the export of `run_dir`'s best or last checkpoint to `out` (default RUN/export, or RUN/vectors for
+    --format vectors); returns the dir. Everything is written to a temporary dir beside it first, so a failure
+    leaves nothing behind. A bagged run exports each member into `members/<i>/`, so `sample` and `evaluate`
+    read the export as the same ensemble."""
+    if format not in (*FORMATS, VECTORS):
+        raise ConfigError(f"unknown export format {format!r}; valid: {', '.join((*FORMATS, VECTORS))}")
     if which not in ("best", "last"):
         raise ConfigError(f"--checkpoint must be best or last, got {which!r}")
     if not run_dir.is_dir():
         raise ConfigError(f"{run_dir}: no such run dir")
-    out = run_dir / "export" if out is None else out
+    out = run_dir / (VECTORS if format == VECTORS else "export") if out is None else out
     if out.exists():
         raise ConfigError(f"{out} exists; give another --out or remove it (an export never overwrites)")
     members = [member.path for member in RunDir(run_dir).members()]
+    if format == VECTORS and members != [run_dir]:
+        raise ConfigError(f"{run_dir} is a bagged run: each member has its own vectors; give one, e.g. {members[0]}")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        if members == [run_dir]:
+        if format == VECTORS:
+            write_vectors(run_dir, which, work)
+        elif members == [run_dir]:
             write_one(run_dir, format, which, work)
         else:
             for i, member in enumerate(members):
@@ -71,11 +79,28 @@ def export(run_dir: Path, format: str, out: Path | None, which: str) -> Path:
     return out
 
 
-def write_one(run_dir: Path, format: str, which: str, work: Path) -> None:
-    """One run's checkpoint as an export dir `work`."""
+def checkpoint_of(run_dir: Path, which: str) -> Path:
     path = RunDir(run_dir).find_checkpoint(prefer=which)
     if path.name != f"{which}.pt":
         raise CheckpointError(f"{run_dir} has no {which}.pt checkpoint")
+    return path
+
+
+def write_vectors(run_dir: Path, which: str, work: Path) -> None:
+    """Each embedding table of the run's model as `<table>.vec` (word2vec text), one word per row: the file
+    `model.pretrained_embeddings` reads, so one run's vectors can start another's. Tokens that hold white
+    space cannot be written in that format and are left out (a character model's space, for one)."""
+    recipe, model, state = load_model(checkpoint_of(run_dir, which))
+    tables = recipe.embeddings(model, state["vocab"])
+    if not tables:
+        raise ConfigError(f"a {recipe.name} model has no embedding table to write as vectors")
+    for table in tables:
+        write_word2vec_text(work / f"{table.name}.vec", table.labels, table.vectors.detach().float())
+
+
+def write_one(run_dir: Path, format: str, which: str, work: Path) -> None:
+    """One run's checkpoint as an export dir `work`."""
+    path = checkpoint_of(run_dir, which)
     recipe, model, state = load_model(path)
     graphs = recipe.export_graphs(model, state["vocab"], format)
     work.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,8 @@ from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from seqtrain.data.text import atomic_write
+from seqtrain.models.gradient_flow import GradientFlow
+from seqtrain.plots import gradient_flow_image
 from seqtrain.rundir import RunDir
 
 
@@ -140,6 +142,12 @@ class Monitor:
                 if math.isfinite(grad.abs().max().item()):
                     self.writer.add_histogram(f"grads/{name}", grad.cpu(), step)
 
+    def gradient_flow(self, flow: GradientFlow, step: int) -> None:
+        """The curves of ‖∂loss/∂h_t‖ against distance from the end as a picture, and each layer's first/last ratio."""
+        self.writer.add_image("gradient_flow", gradient_flow_image(flow.norms, f"step {step}"), step, dataformats="HWC")
+        for name, ratio in flow.ratios.items():
+            self.writer.add_scalar(f"gradient_flow/{name}", ratio, step)
+
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
@@ -159,5 +167,7 @@ class Silent:
     def message(self, text: str) -> None: ...
 
     def histograms(self, *args: Any) -> None: ...
+
+    def gradient_flow(self, *args: Any) -> None: ...
 
     def close(self) -> None: ...

@@ -69,6 +69,19 @@ class Graph:
     dynamo: bool = False  # ONNX: export with torch.export (the FFT) instead of the TorchScript exporter
 
 
+@dataclass
+class EmbeddingTable:
+    """A learnt table of vectors with one label per row, most frequent rows first: TensorBoard's projector
+    shows it at the end of a run, and `seqtrain export --format vectors` writes it as word2vec text."""
+
+    name: str
+    vectors: torch.Tensor  # (N, D)
+    labels: list[str]  # (N,)
+
+
+PROJECTED_ROWS = 10_000  # rows of a table the projector gets: the most frequent
+
+
 class RunnableGraph(Protocol):
     """One graph of an export, run by onnxruntime or TorchScript (seqtrain/exported.py)."""
 
@@ -125,6 +138,26 @@ class Recipe:
     def log_samples(self, model: torch.nn.Module, vocab: dict, writer: Any, step: int, totals: Stats) -> None:
         """Pictures and text for TensorBoard at each validation (samples, attention, confusion)."""
 
+    def load_pretrained(self, model: torch.nn.Module, model_cfg: Any, prepared: Prepared) -> dict[str, Any]:
+        """Start a fresh model's embeddings from pretrained vectors, where `model_cfg` names a file; return each
+        table's coverage (seqtrain.data.vectors.Coverage) by name. Resumed runs keep their own weights."""
+        return {}
+
+    def embeddings(self, model: torch.nn.Module, vocab: dict) -> list[EmbeddingTable]:
+        """The model's input embedding tables with their tokens, for the projector and `export --format vectors`."""
+        return []
+
+    def log_embeddings(self, model: torch.nn.Module, prepared: Prepared, writer: Any, step: int) -> None:
+        """The embedding tables (their most frequent rows) in TensorBoard's projector."""
+        for table in self.embeddings(model, prepared.vocab):
+            rows = min(PROJECTED_ROWS, len(table.labels))
+            writer.add_embedding(
+                table.vectors[:rows].detach().float().cpu(),
+                metadata=table.labels[:rows],
+                tag=table.name,
+                global_step=step,
+            )
+
     def sample(self, model: torch.nn.Module, vocab: dict, options: SampleOptions, write: Callable[[str], None]) -> None:
         raise ConfigError(f"the {self.name} recipe has no `seqtrain sample`")
 
@@ -149,6 +182,7 @@ class Recipe:
             self.sizes,
             self.resolution,
             log_samples=lambda m, writer, step, totals: self.log_samples(m, vocab, writer, step, totals),
+            log_embeddings=lambda m, writer, step: self.log_embeddings(m, prepared, writer, step),
         )
 
     def check_splits(self, splits: tuple[str, ...]) -> None:

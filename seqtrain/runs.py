@@ -75,10 +75,17 @@ def _train(
     source: dict[str, Any] | None = None,
 ) -> tuple[Path, dict[str, float]]:
     """Train one model on `train_set`, in a new run dir or in the one trainer.resume continues."""
-    task, sampler = _task(cfg, recipe, prepared, train_set)
+    task, sampler, coverage = _task(cfg, recipe, prepared, train_set)
     resume_from = _resume_state(cfg) if cfg.trainer.resume else None
     run_dir = _run_dir(cfg, prepared.vocab, world)
     console.print(f"run dir: {run_dir.path}  ({sum(p.numel() for p in task.model.parameters()):,} parameters)")
+    if coverage:
+        if world.main:
+            (run_dir.path / "pretrained.json").write_text(
+                json.dumps({k: c.to_dict() for k, c in coverage.items()}, indent=1)
+            )
+        for name, report in coverage.items():
+            console.print(f"{name}: {report.line()}")
     if source is not None:
         loaded, new = load_matching(task.model, source["model"])
         if world.main:
@@ -114,11 +121,20 @@ def settings(cfg: RunConfig) -> trainer.Settings:
     return trainer.Settings(cfg.trainer, cfg.optim, cfg.sched, cfg.data)
 
 
-def _task(cfg: RunConfig, recipe: Recipe, prepared: Prepared, train_set: SizedDataset) -> tuple[Task, Any]:
-    """A freshly seeded model as the trainer's task, and the training sampler that preflight checked."""
+def _task(
+    cfg: RunConfig, recipe: Recipe, prepared: Prepared, train_set: SizedDataset
+) -> tuple[Task, Any, dict[str, Any]]:
+    """A freshly seeded model as the trainer's task (its embeddings from pretrained vectors unless it resumes),
+    the training sampler that preflight checked, and the pretrained vectors' coverage of each table."""
     seed_everything(cfg.trainer.seed)
-    task = recipe.task(recipe.build_model(cfg.model, prepared.vocab), cfg.model, prepared)
-    return task, trainer.preflight(task, train_set, prepared.splits["valid"], settings(cfg), prepared.shuffle_train)
+    model = recipe.build_model(cfg.model, prepared.vocab)
+    coverage = {} if cfg.trainer.resume else recipe.load_pretrained(model, cfg.model, prepared)
+    task = recipe.task(model, cfg.model, prepared)
+    return (
+        task,
+        trainer.preflight(task, train_set, prepared.splits["valid"], settings(cfg), prepared.shuffle_train),
+        coverage,
+    )
 
 
 def _resume_state(cfg: RunConfig) -> dict[str, Any]:

@@ -56,6 +56,8 @@ class Task:
     resolution: Callable[[Stats], dict[str, float]] = exact_only
     # (model, tensorboard writer, step, summed validation stats): pictures and text beyond the scalars
     log_samples: Optional[Callable[[torch.nn.Module, Any, int, Stats], None]] = None
+    # (model, tensorboard writer, step): learnt vectors and their labels for TensorBoard's projector
+    log_embeddings: Optional[Callable[[torch.nn.Module, Any, int], None]] = None
 
 
 @contextmanager

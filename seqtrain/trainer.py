@@ -23,7 +23,8 @@ from seqtrain.data.collate import to_device
 from seqtrain.data.sampler import BatchingConfig, BucketBatchSampler
 from seqtrain.errors import ConfigError, Interrupted, TrainingError
 from seqtrain.evaluation import score
-from seqtrain.models.rnn import onednn_off
+from seqtrain.models.gradient_flow import gradient_flow
+from seqtrain.models.rnn import RecurrentStack, onednn_off
 from seqtrain.monitor import Monitor, Silent, format_metrics
 from seqtrain.optim import (
     OptimConfig,
@@ -119,6 +120,8 @@ def preflight(
         raise ConfigError(f"the training split has fewer batches than ranks ({world.size}); each needs one")
     device = next(task.model.parameters()).device
     reported = task.summarize(score(task, task.model, valid_set, batching, device, max_batches=world.size))
+    if cfg.log_gradient_flow_every and not any(isinstance(m, RecurrentStack) for m in task.model.modules()):
+        raise ConfigError("trainer.log_gradient_flow_every measures recurrent layers, and this model has none")
     if cfg.early_stopping.monitor not in reported:
         raise ConfigError(
             f"trainer.early_stopping.monitor={cfg.early_stopping.monitor!r} is not a metric; valid: "
@@ -288,6 +291,10 @@ class Loop:
             )
         if cfg.log_histograms_every and state.step % cfg.log_histograms_every == 0:
             self.monitor.histograms(self.model, state.step)
+        if cfg.log_gradient_flow_every and state.step % cfg.log_gradient_flow_every == 0 and self.world.main:
+            # one more forward and backward of the last micro-batch, step by step, in eval mode (no effect on training)
+            flow = gradient_flow(self.model, lambda model: self.task.step(model, batch)[0])
+            self.monitor.gradient_flow(flow, state.step)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.averaged is not None:
@@ -403,6 +410,8 @@ class Loop:
         """Validate unless the last step just did, which leaves a final checkpoint too."""
         if not self.metrics or not just_validated(self.cfg, self.state):
             self.validate()
+        if self.cfg.log_embeddings and self.task.log_embeddings is not None and self.world.main:
+            self.task.log_embeddings(self.evaluated, self.monitor.writer, self.state.step)
         self.monitor.message(f"finished: {reason} at step {self.state.step}")
 
 

@@ -48,6 +48,8 @@ class LoopConfig:
     ema_decay: Optional[float] = None  # validate, keep and use a moving average of the weights (e.g. 0.999)
     log_every_steps: int = 50
     log_histograms_every: int = 0  # weight and gradient histograms every N steps; 0 = never
+    log_gradient_flow_every: int = 0  # ‖∂loss/∂h_t‖ through time in every recurrent layer, every N steps; 0 = never
+    log_embeddings: bool = True  # at the end of a run: embedding tables and pooled vectors in TensorBoard's projector
     scale_lr_with_world: str = "none"  # none, linear or sqrt: multiply optim.lr by the world size or its root
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
@@ -58,6 +60,10 @@ class LoopConfig:
             raise ConfigError(f"trainer.precision must be fp32 or bf16, got {self.precision!r}")
         if self.grad_accum < 1 or self.log_every_steps < 1:
             raise ConfigError("trainer.grad_accum and trainer.log_every_steps must be >= 1")
+        if self.log_histograms_every < 0 or self.log_gradient_flow_every < 0:
+            raise ConfigError(
+                "trainer.log_histograms_every and trainer.log_gradient_flow_every must be >= 0 (0 = never)"
+            )
         if self.ema_decay is not None and not 0 < self.ema_decay < 1:
             raise ConfigError(f"trainer.ema_decay must be between 0 and 1 (e.g. 0.999) or null, got {self.ema_decay}")
         if self.scale_lr_with_world not in ("none", "linear", "sqrt"):

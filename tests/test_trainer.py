@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 from rich.console import Console
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from conftest import assert_float32_close, tiny_overrides
@@ -361,3 +362,25 @@ def test_a_saturated_accuracy_hands_model_selection_and_newbob_to_the_validation
     best = checkpoint.load(tmp_path / "checkpoints" / "best.pt")
     assert best["trainer"]["step"] == 60 > first_saturated  # the last, lowest-loss validation, not the first 100%
     assert [r["lr"] for r in records if r["split"] == "train"] == [0.2] * 12  # never annealed; no early stop either
+
+
+def test_gradient_flow_is_logged_every_n_steps_and_never_changes_training(corpus, tmp_path):
+    """Measuring (a step-by-step forward and backward in eval mode) leaves the weights, the RNG and the
+    optimiser exactly as training alone would."""
+    common = ["model.dropout=0.2", "trainer.max_steps=12", "trainer.val_every_steps=6"]
+    fit_char_lm(corpus, *common, f"run_dir={tmp_path / 'plain'}")
+    fit_char_lm(corpus, *common, "trainer.log_gradient_flow_every=5", f"run_dir={tmp_path / 'flow'}")
+    plain = checkpoint.load(tmp_path / "plain" / "checkpoints" / "last.pt")["model"]
+    flow = checkpoint.load(tmp_path / "flow" / "checkpoints" / "last.pt")["model"]
+    assert all(torch.equal(v, flow[k]) for k, v in plain.items() if torch.is_tensor(v))
+    events = EventAccumulator(str(tmp_path / "flow"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("gradient_flow/rnn/layer0/forward")] == [5, 10]
+    assert [e.step for e in events.Images("gradient_flow")] == [5, 10]
+    assert 0 < events.Scalars("gradient_flow/rnn/layer0/forward")[0].value
+
+
+def test_gradient_flow_needs_a_recurrent_model(tmp_path):
+    with pytest.raises(ConfigError, match="log_gradient_flow_every measures recurrent layers, and this model has none"):
+        fit_regression(tmp_path, log_gradient_flow_every=5)
+    assert not (tmp_path / "checkpoints").exists()

@@ -46,6 +46,8 @@ class Tokenizer(Protocol):
 
     def __len__(self) -> int: ...
 
+    def pieces(self) -> list[str]: ...  # each id's text, specials included
+
     def to_dict(self) -> dict: ...
 
 
@@ -90,6 +92,9 @@ class SymbolTokenizer:
 
     def __len__(self) -> int:
         return len(self.symbols)
+
+    def pieces(self) -> list[str]:
+        return list(self.symbols)
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "symbols": self.symbols[len(SPECIALS) :]}
@@ -169,6 +174,9 @@ class SentencePieceTokenizer:
 
     def __len__(self) -> int:
         return self.processor.get_piece_size()
+
+    def pieces(self) -> list[str]:
+        return [self.processor.id_to_piece(i) for i in range(len(self))]
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "model": base64.b64encode(self.model_proto).decode("ascii")}

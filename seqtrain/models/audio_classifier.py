@@ -118,6 +118,11 @@ class AudioClassifier(nn.Module):
             feats = augment.features(feats, frames, g)
         return self.crdnn(feats, frames)
 
+    def pooled(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, N) waveforms -> (B, P) the utterance vectors the heads read (no augmentation, no statistics kept)."""
+        feats, frames = self.features(wave, lengths)
+        return self.crdnn.pooled(self.normalized(feats, frames), frames)
+
     def normalized(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """(B, T, F) features -> (B, T, F) normalised as configured. Its own step because an ONNX export
         joins the features and the rest as two graphs (seqtrain/export.py says why)."""

@@ -171,6 +171,14 @@ class CRDNN(nn.Module):
         self.aux_head = nn.Linear(pooled, aux_classes) if aux_classes else None
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        pooled = self.pooled(feats, lengths)  # (B, P)
+        out = {"logits": self.head(pooled)}
+        if self.aux_head is not None:
+            out["aux_logits"] = self.aux_head(pooled)
+        return out
+
+    def pooled(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) features -> (B, P): the utterance's summary the heads read."""
         mask = lengths_to_mask(lengths, feats.size(1))  # (B, T)
         x = feats.masked_fill(~mask[..., None], 0.0)[..., None]  # (B, T, F) -> (B, T, F, 1)
         for block in self.convs:
@@ -178,8 +186,4 @@ class CRDNN(nn.Module):
         x, _ = self.rnn(x.flatten(2), lengths)  # (B, T, F' * C) -> (B, T, rnn output)
         for block in self.dnn:
             x = block(x, mask)  # -> (B, T, dnn size)
-        pooled = self.pool(x, mask) if self.pool is not None else mean_pool(x, mask)  # (B, P)
-        out = {"logits": self.head(pooled)}
-        if self.aux_head is not None:
-            out["aux_logits"] = self.aux_head(pooled)
-        return out
+        return self.pool(x, mask) if self.pool is not None else mean_pool(x, mask)

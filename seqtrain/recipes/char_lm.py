@@ -23,7 +23,7 @@ from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.language_model import RecurrentLM
 from seqtrain.models.rnn import CELLS, onednn_off, weight_drop_problem
 from seqtrain.models.sampling import sample_next
-from seqtrain.recipe import Graph, Prepared, Recipe, SampleOptions
+from seqtrain.recipe import EmbeddingTable, Graph, Prepared, Recipe, SampleOptions
 from seqtrain.task import Stats, Step, evaluating
 
 SOURCES = ("stdlib", "text", "tinyshakespeare")
@@ -271,6 +271,18 @@ class CharLM(Recipe):
         prompt = default_prompt(chars)
         text = prompt + "".join(generate(model, chars, prompt, 300, temperature=0.8, seed=0))
         writer.add_text("sample", "```\n" + text + "\n```", step)
+
+    def embeddings(self, model: RecurrentLM, vocab: dict) -> list[EmbeddingTable]:
+        """The character vectors (none with one-hot input), `<unk>` first."""
+        if model.embedding is None:
+            return []
+        return [
+            EmbeddingTable(
+                "characters",
+                model.embedding.weight,
+                [{" ": "␣"}.get(c, repr(c)[1:-1]) for c in CharVocab.from_dict(vocab).chars],
+            )
+        ]
 
     def export_graphs(self, model: RecurrentLM, vocab: dict, format: str) -> list[Graph]:
         tokens = torch.randint(1, model.vocab_size, (2, 3))  # (B, T)

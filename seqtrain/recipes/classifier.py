@@ -10,9 +10,12 @@ from typing import Any
 
 import torch
 
+from seqtrain.data.collate import device_of, to_device
 from seqtrain.metrics import classification_metrics, confusion_image, confusion_matrix
 from seqtrain.recipe import Prepared, Recipe, RunnableGraph
-from seqtrain.task import Stats
+from seqtrain.task import Stats, evaluating
+
+POOLED_EXAMPLES = 2_000  # validation examples whose pooled vectors go to the projector
 
 
 class ClassifierRecipe(Recipe):
@@ -25,6 +28,10 @@ class ClassifierRecipe(Recipe):
 
     def prepare_inputs(self, vocab: dict, inputs: list[str]) -> Prepared:
         """Unlabelled inputs (texts, audio paths) for prediction, as one split named "inputs"."""
+        raise NotImplementedError
+
+    def pooled(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        """(B, D) the vector the classifier's head reads: a sentence's or an utterance's summary."""
         raise NotImplementedError
 
     def classes(self, vocab: dict) -> list[str]:
@@ -47,6 +54,28 @@ class ClassifierRecipe(Recipe):
         """The validation confusion matrix, as a picture."""
         writer.add_image(
             "confusion", confusion_image(totals["confusion"], self.classes(vocab)), step, dataformats="HWC"
+        )
+
+    @torch.no_grad()
+    def log_embeddings(self, model: torch.nn.Module, prepared: Prepared, writer: Any, step: int) -> None:
+        """The embedding tables, and the pooled vectors of the first validation examples labelled with their
+        true and predicted class: in the projector, a classifier that works shows the classes apart."""
+        super().log_embeddings(model, prepared, writer, step)
+        dataset, names = prepared.splits["valid"], self.classes(prepared.vocab)
+        vectors, labels = [], []
+        with evaluating(model):
+            for start in range(0, min(POOLED_EXAMPLES, len(dataset)), 64):
+                indices = range(start, min(start + 64, POOLED_EXAMPLES, len(dataset)))
+                batch = to_device(prepared.collate([dataset[i] for i in indices]), device_of(model))
+                vectors.append(self.pooled(model, batch).float().cpu())
+                predicted = self.predict(model, batch).argmax(-1).tolist()
+                labels += [[names[int(t)], names[p]] for t, p in zip(batch["labels"].tolist(), predicted)]
+        writer.add_embedding(
+            torch.cat(vectors),
+            metadata=labels,
+            metadata_header=["true", "predicted"],
+            tag="validation_examples",
+            global_step=step,
         )
 
     def from_export(self, graphs: dict[str, RunnableGraph], state: dict) -> torch.nn.Module:

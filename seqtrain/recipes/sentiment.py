@@ -25,11 +25,13 @@ from seqtrain.data.subwords import ngram_buckets, pad_buckets
 from seqtrain.data.synthetic_sentiment import make_splits
 from seqtrain.data.tables import Table, class_names, download_sst2, read_folders, read_sst2, read_table
 from seqtrain.data.tokenizers import KINDS, PAD_ID, SP_MODEL_TYPES, build_tokenizer, tokenizer_from_dict
+from seqtrain.data.vectors import Coverage
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.classifier import POOLINGS, SequenceClassifier
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
+from seqtrain.models.pretrained import start_from_vectors
 from seqtrain.models.rnn import CELLS, weight_drop_problem
-from seqtrain.recipe import Graph, Prepared
+from seqtrain.recipe import EmbeddingTable, Graph, Prepared
 from seqtrain.recipes.classifier import ClassifierRecipe, classifier_stats
 from seqtrain.task import evaluating
 
@@ -64,6 +66,10 @@ class ModelConfig:
     label_smoothing: float = 0.1
     class_weights: str = "none"  # none, or balanced: each class weighs n / (classes * its count)
     mixup_alpha: float = 0.0  # > 0: train on blends of two sentences' pooled vectors, weight ~ Beta(alpha, alpha)
+    # Transfer learning: start the word vectors from a word2vec, GloVe or fastText .vec file (its dimension is
+    # model.embedding_dim); freeze_embeddings keeps them as they are (Kim's static, against non-static)
+    pretrained_embeddings: Optional[str] = None
+    freeze_embeddings: bool = False
 
     def __post_init__(self):
         for key, value, valid in (
@@ -79,6 +85,10 @@ class ModelConfig:
             raise ConfigError("model.dropout, model.embedding_dropout and model.label_smoothing must be in [0, 1)")
         if problem := weight_drop_problem(self.cell, self.weight_drop):
             raise ConfigError(problem)
+        if self.freeze_embeddings and not self.pretrained_embeddings:
+            raise ConfigError(
+                "model.freeze_embeddings keeps pretrained vectors as they are: set model.pretrained_embeddings"
+            )
         if self.mixup_alpha < 0:
             raise ConfigError(f"model.mixup_alpha={self.mixup_alpha} must be >= 0 (0 = off)")
 
@@ -271,7 +281,23 @@ class Sentiment(ClassifierRecipe):
             model.weight_drop,
         )
         initialize(classifier, model.init, model.recurrent_init)
+        classifier.embedding.weight.requires_grad_(not model.freeze_embeddings)
         return classifier
+
+    def load_pretrained(
+        self, model: SequenceClassifier, model_cfg: ModelConfig, prepared: Prepared
+    ) -> dict[str, Coverage]:
+        """The word vectors from model.pretrained_embeddings. With subword n-grams, their vectors start at zero, so
+        a word's input starts as its pretrained vector exactly and the n-grams learn a correction from the
+        spelling (and carry words the file does not have)."""
+        if not model_cfg.pretrained_embeddings:
+            return {}
+        train = prepared.splits["train"]
+        tokenizer = tokenizer_from_dict(prepared.vocab["tokenizer"])
+        coverage = start_from_vectors(model.embedding, model_cfg.pretrained_embeddings, tokenizer, train.ids)
+        if model.subwords is not None:
+            torch.nn.init.zeros_(model.subwords.weight)
+        return {"words": coverage}
 
     def loss(self, model: ModelConfig, vocab: dict) -> SentimentLoss:
         counts = torch.tensor(vocab["class_counts"], dtype=torch.float)
@@ -280,6 +306,13 @@ class Sentiment(ClassifierRecipe):
 
     def logits(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
         return class_logits(model, batch)
+
+    def pooled(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        return model.features(batch["tokens"], batch["lengths"], batch.get("subwords"))
+
+    def embeddings(self, model: torch.nn.Module, vocab: dict) -> list[EmbeddingTable]:
+        """The word (or piece) vectors, most frequent first, as the tokenizer orders them."""
+        return [EmbeddingTable("words", model.embedding.weight, tokenizer_from_dict(vocab["tokenizer"]).pieces())]
 
     @torch.no_grad()
     def log_samples(

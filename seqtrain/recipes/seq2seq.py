@@ -33,13 +33,15 @@ from seqtrain.data.tokenizers import (
     build_tokenizer,
     tokenizer_from_dict,
 )
+from seqtrain.data.vectors import Coverage
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.attention import ATTENTIONS
 from seqtrain.models.decoding import Hypothesis, SearchOptions, decode
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
+from seqtrain.models.pretrained import start_from_vectors
 from seqtrain.models.seq2seq import DECODER_CELLS, DecoderState, Seq2Seq
 from seqtrain.plots import attention_image, save_attention
-from seqtrain.recipe import Graph, Prepared, Recipe, SampleOptions
+from seqtrain.recipe import EmbeddingTable, Graph, Prepared, Recipe, SampleOptions
 from seqtrain.task import Stats
 from seqtrain.translation_metrics import translation_metrics, translation_stats
 
@@ -60,8 +62,16 @@ class ModelConfig:
     label_smoothing: float = 0.1
     init: str = "default"  # default, xavier, kaiming
     recurrent_init: str = "default"  # default, orthogonal, xavier
+    # Transfer learning: start the source and target token vectors from a word2vec, GloVe or fastText .vec
+    # file (its dimension is model.embedding_dim); freeze_embeddings keeps them (and a tied output layer) as they are
+    pretrained_embeddings: Optional[str] = None
+    freeze_embeddings: bool = False
 
     def __post_init__(self):
+        if self.freeze_embeddings and not self.pretrained_embeddings:
+            raise ConfigError(
+                "model.freeze_embeddings keeps pretrained vectors as they are: set model.pretrained_embeddings"
+            )
         for key, value, valid in (
             ("cell", self.cell, tuple(DECODER_CELLS)),
             ("attention", self.attention, ATTENTIONS),
@@ -287,6 +297,14 @@ class Seq2SeqRecipe(Recipe):
     def loss(self, model: ModelConfig, vocab: dict) -> Seq2SeqLoss:
         return Seq2SeqLoss(model.label_smoothing)
 
+    def embeddings(self, model: Seq2Seq, vocab: dict) -> list[EmbeddingTable]:
+        """The source and target token vectors (the target's are the output layer's too when tied)."""
+        source, target = tokenizers(vocab)
+        return [
+            EmbeddingTable("source", model.encoder.embedding.weight, source.pieces()),
+            EmbeddingTable("target", model.decoder.embedding.weight, target.pieces()),
+        ]
+
     def resolution(self, totals: Stats) -> dict[str, float]:
         """One sentence of exact match, one token of teacher-forced accuracy (BLEU moves in no fixed step)."""
         steps = {"token_accuracy": 1.0 / max(1.0, float(totals["tokens"]))}
@@ -335,7 +353,21 @@ class Seq2SeqRecipe(Recipe):
             PAD_ID,
         )
         initialize(seq2seq, model.init, model.recurrent_init)
+        for embedding in (seq2seq.encoder.embedding, seq2seq.decoder.embedding):
+            embedding.weight.requires_grad_(not model.freeze_embeddings)
         return seq2seq
+
+    def load_pretrained(self, model: Seq2Seq, model_cfg: ModelConfig, prepared: Prepared) -> dict[str, Coverage]:
+        """The source and the target token vectors from model.pretrained_embeddings, each side matched to its
+        own vocabulary (one file for both: a multilingual file, or a joint vocabulary)."""
+        if not model_cfg.pretrained_embeddings:
+            return {}
+        source, target = tokenizers(prepared.vocab)
+        train, path = prepared.splits["train"], model_cfg.pretrained_embeddings
+        return {
+            "source": start_from_vectors(model.encoder.embedding, path, source, train.sources),
+            "target": start_from_vectors(model.decoder.embedding, path, target, train.targets),
+        }
 
     def summarize(self, totals: Stats) -> dict[str, float]:
         """loss (nats per target token, without smoothing), perplexity, token_accuracy (teacher-forced);

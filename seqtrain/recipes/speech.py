@@ -260,6 +260,9 @@ class Speech(ClassifierRecipe):
     def loss(self, model: ModelConfig, vocab: dict) -> SpeechLoss:
         return SpeechLoss(model.aux_weight if model.aux_head == "speaker" else 0.0)
 
+    def pooled(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
+        return model.pooled(batch["audio"], batch["lengths"])
+
     def logits(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
         """The word head's (B, C) logits (the speaker head is not scored by `evaluate` or `sample`)."""
         return model(batch["audio"], batch["lengths"])["logits"].float()
