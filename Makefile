@@ -7,7 +7,7 @@ STAMP := $(shell date +%Y%m%d-%H%M%S)
 
 PARITY := .venv-parity
 
-.PHONY: install run test lint parity clean
+.PHONY: install run test lint docs parity clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+# The option reference is generated from the config dataclasses; tests/test_docs.py checks the committed copy.
+docs: install
+	$(BIN)/python -m seqtrain.reference > docs/options.md
 
 # The low end of the torch range with live torchaudio: its Linux wheels are CUDA builds of several GB
 # (they run on the CPU), so this venv is built only when missing and CI never runs it. Prints the

@@ -63,12 +63,17 @@ def padding_efficiency(sampler: BucketBatchSampler, lengths: torch.Tensor) -> fl
     return real / padded
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--root", default=str(FSDD))
     p.add_argument("--utterances", type=int, default=600)
     p.add_argument("--batch", type=int, default=32)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     name, rate, lengths, waves = corpus(args.root, args.utterances)
     fbank = Fbank(sample_rate=rate, num_mel_bins=40)

@@ -24,7 +24,8 @@ from seqtrain.models.seq2seq import Seq2Seq
 BOS, EOS = 1, 2
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--sentences", type=int, default=200)
     p.add_argument("--beam", type=int, default=5)
@@ -32,7 +33,11 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--hidden", type=int, default=128, help="encoder size per direction; the decoder is twice it")
     p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = Seq2Seq(args.vocab, args.vocab, "gru", 256, args.hidden, num_layers=2, attention="general").eval()

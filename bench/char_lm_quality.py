@@ -22,13 +22,18 @@ from bench import common
 from seqtrain import runs
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--data", default=str(common.SHAKESPEARE))
     p.add_argument("--minutes", type=float, default=15)
     p.add_argument("--run-dir", default=None)
     p.add_argument("overrides", nargs="*", help="more overrides, to run other settings beside the defaults")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     run = common.fit(
         "char_lm",

@@ -115,11 +115,16 @@ def compare(setup, steps: int, rounds: int) -> dict:
     }
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=40)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch_mask = mask_seconds(lambda x: F.dropout(x, 0.35, True))
     our_mask = mask_seconds(lambda x: dropout(x, 0.35))
     print(

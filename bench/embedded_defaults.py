@@ -27,10 +27,15 @@ def reached(valid: list[dict], metric: str, final: float, started: float) -> flo
     return round(next(r["time"] for r in valid if better(r[metric])) - started, 1)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--recipes", nargs="+", choices=RESULT, default=list(RESULT))
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     figures = {}
     for recipe in args.recipes:

@@ -93,7 +93,8 @@ def best_rate(work, model, count: int, rounds: int) -> float:
     return count / min(times)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--sst2", default="../shared/data/sst2")
     p.add_argument("--fsdd", default="../shared/data/fsdd")
@@ -102,7 +103,11 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", default="1,2")
     p.add_argument("--quick", action="store_true", help="smoke run: tiny models, embedded data, small counts")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.quick:
         args.chars, args.sentences, args.rounds = 200, 40, 1
     steps = ["trainer.max_steps=3", "trainer.val_every_steps=3", "trainer.val_max_batches=1"]

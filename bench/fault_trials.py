@@ -163,7 +163,8 @@ def corpus_file(directory: Path) -> Path:
     return path
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=12)
     parser.add_argument("--steps", type=int, default=1000)
@@ -172,7 +173,11 @@ def main() -> None:
     parser.add_argument(
         "--max-delay", type=float, default=0.5, help="seconds after a fresh checkpoint before the kill, at most"
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         result = trials(
             Path(tmp), corpus_file(Path(tmp)), args.steps, args.kills, args.seed, args.max_delay, args.hidden

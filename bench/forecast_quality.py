@@ -67,7 +67,8 @@ def statistical(train, horizon: int, period: int) -> dict[str, np.ndarray]:
     return {"theta": np.stack(theta), "ets": np.stack(ets)}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--root", default=str(M4))
     p.add_argument("--frequency", default="hourly")
@@ -75,7 +76,11 @@ def main() -> None:
     p.add_argument("--run-dir", default=None)
     p.add_argument("--skip-statistical", action="store_true", help="leave Theta and ETS out (they take minutes)")
     p.add_argument("overrides", nargs="*", help="extra overrides for the run")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     overrides = [
         "data=m4",

@@ -112,7 +112,8 @@ def load(path: str, layout: str) -> None:
     )
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--series", type=int, default=100_000)
     parser.add_argument("--values", type=int, default=50_000_000)
@@ -123,7 +124,11 @@ def main() -> None:
     parser.add_argument("--timestamps", choices=["date", "int"], default="date")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--load", metavar="CSV", help=argparse.SUPPRESS)  # the child's mode
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.load:
         return load(args.load, args.layout)
     rng = np.random.default_rng(args.seed)

@@ -25,12 +25,17 @@ from seqtrain.plots import save_gradient_flow
 LABELS = {"rnn_tanh": "tanh RNN", "lstm": "LSTM, forget-gate bias 1"}
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="docs/img/gradient_flow.png")
     parser.add_argument("--length", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     g = torch.Generator().manual_seed(args.seed)
     tokens = torch.randint(1, 50, (32, args.length), generator=g)  # (B, T), the same batch for both models

@@ -53,10 +53,15 @@ def peak_rss_mb(corpus: Path, run_dir: Path, steps: int) -> float:
     return usage.ru_maxrss / 1024  # Linux reports KiB
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, nargs=2, default=[1000, 20000], metavar=("SHORT", "LONG"))
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = corpus_file(Path(tmp))
         short, long = (peak_rss_mb(corpus, Path(tmp) / f"run{steps}", steps) for steps in args.steps)

@@ -45,14 +45,19 @@ def epoch(prepared, model_cfg, batch_size: int, pool_batches: int) -> tuple[floa
     return real / padded, time.perf_counter() - start
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--root", default=str(SST2), help="folder with SST-2's train.tsv and dev.tsv")
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--pool-batches", type=int, default=100, help="bucketing pool, in batches (data.pool_batches)")
     p.add_argument("--max-rows", type=int, default=None, help="smoke tests: use only this many training rows")
     p.add_argument("overrides", nargs="*", help="model overrides, e.g. model.hidden_size=128")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     rows = "null" if args.max_rows is None else args.max_rows
     cfg = compose("sentiment", ["data=sst2", f"data.root={args.root}", f"data.max_rows={rows}", *args.overrides])

@@ -37,12 +37,17 @@ def chars_per_second(model, vocab: CharVocab, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--run", default=None)
     p.add_argument("--chars", type=int, default=2000)
     p.add_argument("--data", default=None)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.run:
         _, model, state = load_model(Path(args.run))
         vocab = CharVocab.from_dict(state["vocab"])

@@ -28,7 +28,8 @@ from seqtrain.rundir import RunDir
 SST2 = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--root", default=str(SST2), help="folder with SST-2's train.tsv and dev.tsv")
     p.add_argument("--minutes", type=float, default=20)
@@ -36,7 +37,11 @@ def main() -> None:
     p.add_argument("--max-rows", type=int, default=None, help="smoke tests: read only this many rows of each split")
     p.add_argument("--run-dir", default=None)
     p.add_argument("overrides", nargs="*", help="more overrides, to run other settings beside the defaults")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     overrides = ["data=sst2", f"data.root={args.root}", f"trainer.max_time={args.minutes * 60:g}"]
     overrides += [f"trainer.bagging={args.bagging}"] if args.bagging else []

@@ -41,13 +41,18 @@ TASKS = {  # per task: the data (and, for Multi30k, the model size it needs), th
 }
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--task", choices=TASKS, default="dates")
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--root", default=str(MULTI30K), help="multi30k: the folder of the task-1 raw files")
     p.add_argument("--run-dir", default=None)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     task = TASKS[args.task]
     run = common.fit(

@@ -66,12 +66,17 @@ def rate(model, optimizer, data, forward) -> float:
     return (len(data) - 3) / (time.perf_counter() - start)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--cell", default="gru")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.manual_seed(0)
     model = Seq2Seq(
         VOCAB,

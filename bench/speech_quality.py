@@ -55,7 +55,8 @@ def run_one(args: argparse.Namespace, speaker: str | None) -> dict:
     }
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--root", default=str(FSDD))
     p.add_argument("--minutes", type=float, default=15, help="training budget of each run")
@@ -64,7 +65,11 @@ def main() -> None:
     )
     p.add_argument("--run-dir", default=None, help="a folder for the runs (default: temporary folders)")
     p.add_argument("overrides", nargs="*", help="extra overrides for every run")
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     if args.leave_out is None:
         result = {"split": "official", **run_one(args, None)}

@@ -155,12 +155,17 @@ def speed(rate: int, waves: list[torch.Tensor]) -> dict:
     }
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--root", default=str(FSDD))
     p.add_argument("--synthetic", type=int, default=300, help="generated 16 kHz utterances")
     p.add_argument("--speed-utterances", type=int, default=300)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(1)
     import torchaudio
 

@@ -80,14 +80,19 @@ def plain_rate(args, run_dir: str) -> float:
     raise ValueError("not enough data for the requested steps")
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--data", default=None)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--steps", type=int, default=110)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--batch", type=int, default=32)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
     work = tempfile.mkdtemp(prefix="trainer_overhead-")
     ours, plain = [], []
     for i in range(args.rounds):

@@ -45,7 +45,8 @@ SPACE = [
 ]
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The flags this benchmark takes (tests/test_docs.py checks every documented command against them)."""
     p = argparse.ArgumentParser()
     p.add_argument("--root", default=str(SST2), help="folder with SST-2's train.tsv and dev.tsv")
     p.add_argument(
@@ -63,7 +64,11 @@ def main() -> None:
         "the recipe's 3 epochs at about 4 validations an epoch",
     )
     p.add_argument("--run-dir", default=None)
-    args = p.parse_args()
+    return p
+
+
+def main() -> None:
+    args = parser().parse_args()
 
     half = args.minutes * 60 / 2
     per_trial = half / 8

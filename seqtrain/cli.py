@@ -101,15 +101,28 @@ def fit(
     multirun: Annotated[
         bool, typer.Option("--multirun", "-m", help="Sweep: one run per combination of comma lists, range(), choice().")
     ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check everything fit would (config, data, model, batching, the run dir) and print the run it would "
+            "make as one JSON line; create and train nothing.",
+        ),
+    ] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Train a recipe: `seqtrain fit recipe=char_lm [overrides...]`; `trainer.devices=N` trains on N
-    worker processes launched through torch.distributed.run (under torchrun, the world comes from it)."""
+    """Train a recipe: `seqtrain fit recipe=char_lm [overrides...]`. Prints the run dir and at the end the final
+    validation metrics as one JSON line. `trainer.devices=N` trains on N worker processes launched through
+    torch.distributed.run (under torchrun, the world comes from it); `trainer.resume=RUN` continues a run."""
     from seqtrain import distributed, runs
-    from seqtrain.config import for_fit, split_recipe
+    from seqtrain.config import compose, expand_sweeps, for_fit, split_recipe
     from seqtrain.errors import ConfigError
 
     recipe, rest = split_recipe(overrides or [])
+    if dry_run:
+        for combination in expand_sweeps(rest) if multirun else [rest]:
+            print(json.dumps(runs.dry_run(compose(recipe, combination) if multirun else for_fit(recipe, rest))))
+        return
     if not multirun:
         cfg = for_fit(recipe, rest)
         if cfg.trainer.devices > 1 and not distributed.launched():

@@ -113,16 +113,23 @@ class RunDir:
         return hash(self.path)
 
     @classmethod
+    def free(cls, run_dir: str) -> RunDir:
+        """`run_dir` when nothing is there yet: an existing run dir is never reused or overwritten."""
+        path = Path(run_dir)
+        if path.exists():
+            raise ConfigError(
+                f"run dir {path} already exists; choose another run_dir or continue it with trainer.resume={path}"
+            )
+        return cls(path)
+
+    @classmethod
     def create(cls, recipe: str, run_dir: str | None) -> RunDir:
-        """Create the run dir exclusively: an existing one is never reused or overwritten."""
+        """Create the run dir exclusively (see `free`); by default runs/<recipe>/<YYYYmmdd-HHMMSS>, with a
+        suffix when another run took that second."""
         if run_dir is not None:
-            path = Path(run_dir)
-            if path.exists():
-                raise ConfigError(
-                    f"run dir {path} already exists; choose another run_dir or continue it with trainer.resume={path}"
-                )
-            path.mkdir(parents=True)
-            return cls(path)
+            free = cls.free(run_dir)
+            free.path.mkdir(parents=True)
+            return free
         base = Path("runs") / recipe / time.strftime("%Y%m%d-%H%M%S")
         for suffix in itertools.count():
             path = base.with_name(base.name + (f"-{suffix}" if suffix else ""))

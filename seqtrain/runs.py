@@ -46,6 +46,38 @@ def _fit(
     cfg: RunConfig, console: Console, world: distributed.World, on_validation: trainer.OnValidation | None
 ) -> tuple[Path, dict[str, Any]]:
     recipe = recipes.get(cfg.recipe)
+    prepared, source = _prepare(cfg, recipe)
+    if cfg.trainer.bagging:
+        return _fit_bagged(cfg, recipe, prepared, console, world, on_validation)
+    return _train(cfg, recipe, prepared, prepared.splits["train"], console, world, on_validation, source)
+
+
+def dry_run(cfg: RunConfig) -> dict[str, Any]:
+    """What `fit` would do, checked as `fit` checks it (the data read, the model built, the batching and the
+    monitored metric tried on a validation batch, the run dir free), with nothing created or trained."""
+    recipe = recipes.get(cfg.recipe)
+    prepared, _ = _prepare(cfg, recipe)
+    task, sampler, coverage = _task(cfg, recipe, prepared, prepared.splits["train"])
+    if cfg.trainer.resume:
+        where = cfg.trainer.resume
+    else:
+        where = str(RunDir.free(cfg.run_dir) if cfg.run_dir else f"runs/{cfg.recipe}/<YYYYmmdd-HHMMSS>")
+    return {
+        "dry_run": True,
+        "run_dir": where,
+        "recipe": cfg.recipe,
+        "parameters": sum(p.numel() for p in task.model.parameters()),
+        "train_examples": len(prepared.splits["train"]),
+        "valid_examples": len(prepared.splits["valid"]),
+        "batches_per_epoch": len(sampler),
+        "members": cfg.trainer.bagging,
+        **{f"pretrained_{name}": report.word_share for name, report in coverage.items()},
+    }
+
+
+def _prepare(cfg: RunConfig, recipe: Recipe) -> tuple[Prepared, dict[str, Any] | None]:
+    """The recipe's training and validation splits, read through the vocabulary of the run resumed or of
+    the run whose weights start this one; that run's checkpoint too for init_from."""
     vocab, source = None, None
     if cfg.trainer.resume:
         run_dir = RunDir(cfg.trainer.resume)
@@ -58,10 +90,7 @@ def _fit(
     elif cfg.trainer.init_from:
         source = init_source(RunDir(cfg.trainer.init_from), cfg.recipe)
         vocab = source["vocab"]  # as fine-tuning keeps a pretrained model's tokenizer: token ids must mean the same
-    prepared = recipe.prepare(cfg.data, vocab, ("train", "valid"))
-    if cfg.trainer.bagging:
-        return _fit_bagged(cfg, recipe, prepared, console, world, on_validation)
-    return _train(cfg, recipe, prepared, prepared.splits["train"], console, world, on_validation, source)
+    return recipe.prepare(cfg.data, vocab, ("train", "valid")), source
 
 
 def _train(

@@ -32,21 +32,21 @@ class EarlyStoppingConfig:
 
 @dataclass
 class LoopConfig:
-    max_epochs: Optional[int] = None
-    max_steps: Optional[int] = None
+    max_epochs: Optional[int] = None  # epochs of training (a budget)
+    max_steps: Optional[int] = None  # optimiser updates (a budget)
     max_time: Optional[float] = None  # seconds of training, summed over resumes
     val_every_steps: Optional[int] = None  # None = validate at the end of each epoch
     val_max_batches: Optional[int] = None  # score only the first N validation batches
     checkpoint_every_steps: Optional[int] = None  # last.pt between validations too
     grad_accum: int = 1  # micro-batches per optimiser update
-    clip_grad_norm: Optional[float] = 1.0
-    clip_grad_value: Optional[float] = None
+    clip_grad_norm: Optional[float] = 1.0  # clip the gradients' global norm to this (null: no clipping)
+    clip_grad_value: Optional[float] = None  # clip each gradient element to ±this
     precision: str = "fp32"  # fp32 or bf16 (autocast)
     device: str = "auto"  # auto (cuda when present), cpu, cuda, cuda:1, ...
     compile: bool = False  # torch.compile the model
-    seed: int = 1234
+    seed: int = 1234  # initialisation, dropout and batch order
     ema_decay: Optional[float] = None  # validate, keep and use a moving average of the weights (e.g. 0.999)
-    log_every_steps: int = 50
+    log_every_steps: int = 50  # a line of training metrics every N steps
     log_histograms_every: int = 0  # weight and gradient histograms every N steps; 0 = never
     log_gradient_flow_every: int = 0  # ‖∂loss/∂h_t‖ through time in every recurrent layer, every N steps; 0 = never
     log_embeddings: bool = True  # at the end of a run: embedding tables and pooled vectors in TensorBoard's projector

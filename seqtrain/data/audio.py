@@ -412,20 +412,20 @@ class KaldiOptions:
     are in KALDI_NAMES. Left out: dither (augmentation adds noise where wanted, so features stay
     deterministic), and VTLN, which needs a warp factor estimated per speaker."""
 
-    frame_length_ms: float = 25.0
-    frame_shift_ms: float = 10.0
-    low_freq: float = 20.0
+    frame_length_ms: float = 25.0  # analysis window
+    frame_shift_ms: float = 10.0  # hop between frames
+    low_freq: float = 20.0  # lowest filterbank frequency (Hz)
     high_freq: float = 0.0  # <= 0: offset from Nyquist
-    preemphasis: float = 0.97
-    remove_dc_offset: bool = True
+    preemphasis: float = 0.97  # pre-emphasis coefficient
+    remove_dc_offset: bool = True  # subtract each frame's mean
     window: str = "povey"  # povey, hanning, hamming, rectangular, blackman
-    blackman_coeff: float = 0.42
-    round_to_power_of_two: bool = True
-    snip_edges: bool = True
+    blackman_coeff: float = 0.42  # window=blackman: its coefficient
+    round_to_power_of_two: bool = True  # FFT size rounded up to a power of two
+    snip_edges: bool = True  # only frames that fit wholly in the signal
     use_energy: bool = False  # log frame energy as an extra feature (fbank) or in place of C0 (mfcc)
-    raw_energy: bool = True
-    energy_floor: float = 1.0
-    htk_compat: bool = False
+    raw_energy: bool = True  # use_energy: the energy before pre-emphasis and windowing
+    energy_floor: float = 1.0  # use_energy: its floor
+    htk_compat: bool = False  # HTK's layout of the energy feature
     subtract_mean: bool = False  # per-utterance mean removal (Kaldi's CMS)
     cepstral_lifter: float = 22.0  # mfcc only
 

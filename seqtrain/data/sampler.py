@@ -148,9 +148,9 @@ def bootstrap(dataset: Any, seed: int, member: int) -> Resampled:
 class BatchingConfig:
     """How batches are formed; every recipe's data config extends this."""
 
-    batch_size: Optional[int] = 32
+    batch_size: Optional[int] = 32  # examples per batch
     max_tokens: Optional[int] = None  # batch by padded-token budget instead of example count
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes (0: in the training process)
     pool_batches: int = 100  # bucketing pool, in batches: larger pads less, shuffles less
 
     def __post_init__(self):

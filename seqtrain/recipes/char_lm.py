@@ -32,12 +32,12 @@ SOURCES = ("stdlib", "text", "tinyshakespeare")
 @dataclass
 class ModelConfig:
     cell: str = "lstm"  # rnn_tanh, rnn_relu, gru, lstm
-    hidden_size: int = 512
-    num_layers: int = 1
+    hidden_size: int = 512  # units per recurrent layer
+    num_layers: int = 1  # stacked recurrent layers
     embedding_dim: int = 64  # 0 = one-hot input
     dropout: float = 0.35  # on the embedding and the output
     weight_drop: float = 0.0  # DropConnect on the recurrent (hidden-to-hidden) weights; rnn, gru and lstm
-    tie_weights: bool = False
+    tie_weights: bool = False  # the output layer reuses the input embedding (needs embedding_dim = hidden_size)
     init: str = "default"  # default, xavier, kaiming
     recurrent_init: str = "default"  # default, orthogonal, xavier
 
@@ -59,7 +59,9 @@ class DataConfig(BatchingConfig):
     batch_size: Optional[int] = 16  # windows per batch: many small updates learn the most text per second
     source: str = "stdlib"  # stdlib, text, tinyshakespeare
     path: Optional[str] = None  # source=text: any UTF-8 file
+    # source=tinyshakespeare: where it is downloaded from
     url: str = "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
+    # source=tinyshakespeare: the download's SHA-256
     sha256: str = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
     cache_dir: Optional[str] = None  # default: $SEQTRAIN_CACHE or ~/.cache/seqtrain
     max_chars: int = 2_000_000  # source=stdlib: how much of the standard library's source to read

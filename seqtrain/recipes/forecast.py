@@ -52,9 +52,9 @@ PLOTTED = 6  # series `seqtrain sample --plot` draws
 @dataclass
 class ModelConfig:
     cell: str = "lstm"  # rnn_tanh, rnn_relu, gru, lstm
-    hidden_size: int = 128
-    num_layers: int = 2
-    dropout: float = 0.1
+    hidden_size: int = 128  # units per recurrent layer
+    num_layers: int = 2  # stacked recurrent layers
+    dropout: float = 0.1  # between recurrent layers and before the head
     mlp_hidden: int = 256  # the head from the last state to the whole horizon
     init: str = "default"  # default, xavier, kaiming
     recurrent_init: str = "default"  # default, orthogonal, xavier
@@ -77,7 +77,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig(BatchingConfig):
-    batch_size: Optional[int] = 256
+    batch_size: Optional[int] = 256  # windows per batch
     source: str = "synthetic"  # synthetic, m4, csv
     num_series: int = 300  # synthetic
     seed: int = 0  # synthetic

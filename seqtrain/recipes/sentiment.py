@@ -50,12 +50,12 @@ PROBES = (
 @dataclass
 class ModelConfig:
     cell: str = "lstm"  # rnn_tanh, rnn_relu, gru, lstm
-    embedding_dim: int = 300
+    embedding_dim: int = 300  # word vector size
     hidden_size: int = 256  # per direction
-    num_layers: int = 2
-    bidirectional: bool = True
+    num_layers: int = 2  # stacked recurrent layers
+    bidirectional: bool = True  # read each text both ways
     pooling: str = "attention"  # last, mean, max, attention
-    attention_size: int = 128
+    attention_size: int = 128  # pooling=attention: the scorer's hidden size
     mlp_hidden: int = 0  # 0 = a linear head
     dropout: float = 0.5  # between recurrent layers and before the head
     embedding_dropout: float = 0.1  # drops whole words
@@ -69,7 +69,7 @@ class ModelConfig:
     # Transfer learning: start the word vectors from a word2vec, GloVe or fastText .vec file (its dimension is
     # model.embedding_dim); freeze_embeddings keeps them as they are (Kim's static, against non-static)
     pretrained_embeddings: Optional[str] = None
-    freeze_embeddings: bool = False
+    freeze_embeddings: bool = False  # keep the pretrained vectors as they are (Kim's static)
 
     def __post_init__(self):
         for key, value, valid in (
@@ -95,15 +95,15 @@ class ModelConfig:
 
 @dataclass
 class DataConfig(BatchingConfig):
-    batch_size: Optional[int] = 64
+    batch_size: Optional[int] = 64  # texts per batch
     source: str = "synthetic"  # synthetic, sst2, tsv, folder
     n_train: int = 10000  # synthetic: sentences per split
-    n_valid: int = 1000
+    n_valid: int = 1000  # synthetic: sentences in the validation split
     seed: int = 0  # synthetic generation, and the held-out split when data.valid is null
     root: Optional[str] = None  # sst2: folder with train.tsv and dev.tsv; null = download into the cache
     train: Optional[str] = None  # tsv: a .tsv/.csv file; folder: a folder of class folders
     valid: Optional[str] = None  # same kind as train; null = hold out valid_fraction of train
-    valid_fraction: float = 0.1
+    valid_fraction: float = 0.1  # tsv and folder without data.valid: the share of train held out
     text_column: str = "text"  # tsv
     label_column: str = "label"  # tsv
     delimiter: Optional[str] = None  # tsv: null = from the extension (.tsv tab, .csv comma)

@@ -52,20 +52,20 @@ MONITORED = 4  # validation pairs kept in the vocab, decoded into TensorBoard at
 @dataclass
 class ModelConfig:
     cell: str = "gru"  # gru, lstm
-    embedding_dim: int = 128
+    embedding_dim: int = 128  # token vector size (source and target)
     hidden_size: int = 128  # per encoder direction; the decoder has twice this
     num_layers: int = 1  # encoder and decoder alike
     attention: str = "additive"  # additive (Bahdanau), dot, general (Luong)
-    dropout: float = 0.1
+    dropout: float = 0.1  # on embeddings, between layers and before the output
     tie_embeddings: bool = True  # the output layer reuses the decoder's input embedding
     teacher_forcing: float = 1.0  # probability of feeding the gold token; < 1 is scheduled sampling
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1  # share of the target probability spread over the vocabulary
     init: str = "default"  # default, xavier, kaiming
     recurrent_init: str = "default"  # default, orthogonal, xavier
     # Transfer learning: start the source and target token vectors from a word2vec, GloVe or fastText .vec
     # file (its dimension is model.embedding_dim); freeze_embeddings keeps them (and a tied output layer) as they are
     pretrained_embeddings: Optional[str] = None
-    freeze_embeddings: bool = False
+    freeze_embeddings: bool = False  # keep the pretrained vectors as they are
 
     def __post_init__(self):
         if self.freeze_embeddings and not self.pretrained_embeddings:
@@ -88,21 +88,21 @@ class ModelConfig:
 
 @dataclass
 class DataConfig(BatchingConfig):
-    batch_size: Optional[int] = 64
+    batch_size: Optional[int] = 64  # pairs per batch
     source: str = "dates"  # dates, parallel, multi30k
     n_train: int = 20000  # dates: pairs per split
-    n_valid: int = 1000
-    n_test: int = 2000
+    n_valid: int = 1000  # dates: pairs in the validation split
+    n_test: int = 2000  # dates: pairs in the test split
     seed: int = 0  # dates: which days are held out, and the draws
     train_src: Optional[str] = None  # parallel: one sentence per line, .gz accepted
-    train_tgt: Optional[str] = None
-    valid_src: Optional[str] = None
-    valid_tgt: Optional[str] = None
-    test_src: Optional[str] = None
-    test_tgt: Optional[str] = None
+    train_tgt: Optional[str] = None  # parallel: the training targets, line by line
+    valid_src: Optional[str] = None  # parallel: the validation sources
+    valid_tgt: Optional[str] = None  # parallel: the validation targets
+    test_src: Optional[str] = None  # parallel: the test sources (split=test)
+    test_tgt: Optional[str] = None  # parallel: the test targets
     root: Optional[str] = None  # multi30k: the folder of the task-1 raw files
-    source_lang: str = "de"
-    target_lang: str = "en"
+    source_lang: str = "de"  # multi30k: the source language's file suffix
+    target_lang: str = "en"  # multi30k: the target language's file suffix
     test_set: str = "test_2016_flickr"  # multi30k: the file stem of split=test
     tokenizer: str = "char"  # char, sentencepiece, word
     joint_vocab: bool = False  # one tokenizer for both sides

@@ -43,22 +43,22 @@ SYNTHETIC_SEEDS = {"train": 1, "valid": 2, "test": 3}
 class ModelConfig:
     features: str = "fbank"  # fbank or mfcc (Kaldi-compatible; settings in data.kaldi)
     frontend: str = "torch"  # torch (seqtrain's own, batched) or torchaudio (its compliance.kaldi functions)
-    num_mel_bins: int = 40
+    num_mel_bins: int = 40  # filterbank channels
     num_ceps: int = 13  # mfcc only
     normalize: str = "global"  # global (statistics of one pass over training), utterance, none
-    cnn_channels: list[int] = field(default_factory=lambda: [32, 64])
-    cnn_kernel: int = 3
+    cnn_channels: list[int] = field(default_factory=lambda: [32, 64])  # output channels of each CNN block
+    cnn_kernel: int = 3  # CNN kernel size over time and frequency (odd)
     cnn_pool: int = 2  # max-pooling over frequency in each CNN block
-    cnn_dropout: float = 0.15
+    cnn_dropout: float = 0.15  # after each CNN block
     norm: str = "batch"  # batch, layer, none
     activation: str = "leaky_relu"  # relu, leaky_relu, gelu
     rnn_cell: str = "lstm"  # rnn_tanh, rnn_relu, gru, lstm, ligru
-    rnn_hidden: int = 128
-    rnn_layers: int = 2
-    bidirectional: bool = True
-    rnn_dropout: float = 0.15
-    dnn_sizes: list[int] = field(default_factory=lambda: [128])
-    dnn_dropout: float = 0.15
+    rnn_hidden: int = 128  # units per recurrent layer and direction
+    rnn_layers: int = 2  # stacked recurrent layers
+    bidirectional: bool = True  # read each utterance both ways
+    rnn_dropout: float = 0.15  # between recurrent layers
+    dnn_sizes: list[int] = field(default_factory=lambda: [128])  # units of each dense block after the recurrence
+    dnn_dropout: float = 0.15  # after each dense block
     pooling: str = "mean"  # mean, attentive (attentive statistics pooling)
     aux_head: Optional[str] = None  # speaker: a second head predicts who speaks (multitask)
     aux_weight: float = 0.3  # weight of the speaker loss in the training objective
@@ -81,15 +81,16 @@ class ModelConfig:
 class AugmentConfig:
     """Training-time augmentation switches; validation, test and `sample` never augment."""
 
-    speed_perturb: bool = False
-    speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])
+    speed_perturb: bool = False  # play each training clip at a speed drawn from speeds
+    speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # speed_perturb: the speeds drawn from
     time_shift_ms: float = 0.0  # random shift of up to this much, either way; 0 = off
     noise: bool = False  # white noise at an SNR drawn from snr_db
+    # noise: the range the signal-to-noise ratio (dB) is drawn from
     snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])
-    spec_augment: bool = False
-    time_masks: int = 2
+    spec_augment: bool = False  # mask random time and frequency bands of the features
+    time_masks: int = 2  # spec_augment: time bands masked per utterance
     max_time_width: int = 20  # frames (10 ms each)
-    freq_masks: int = 2
+    freq_masks: int = 2  # spec_augment: frequency bands masked per utterance
     max_freq_width: int = 8  # mel bins
 
 
