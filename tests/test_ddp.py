@@ -29,6 +29,8 @@ from seqtrain.recipes.char_lm import CharLM
 from seqtrain.recipes.forecast import Forecast
 from seqtrain.recipes.sentiment import Sentiment
 
+pytestmark = pytest.mark.slow  # processes and timeouts: deselect with -m 'not slow' while iterating
+
 TIMEOUT = 180
 RECIPES = {
     "char_lm": (

@@ -13,6 +13,8 @@ from bench.fault_trials import corpus_file, trials
 from conftest import seqtrain, tiny_overrides
 from seqtrain import checkpoint
 
+pytestmark = pytest.mark.slow  # processes and timeouts: deselect with -m 'not slow' while iterating
+
 
 def test_random_kills_and_resumes_end_with_the_weights_of_an_uninterrupted_run(tmp_path):
     result = trials(tmp_path, corpus_file(tmp_path), steps=120, kills=3, seed=1, max_delay=0.3, hidden=64)

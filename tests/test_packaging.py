@@ -7,6 +7,10 @@ import sys
 import tomllib
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # processes and timeouts: deselect with -m 'not slow' while iterating
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -27,7 +27,10 @@ from conftest import seqtrain, tiny_overrides
 from seqtrain.config import compose
 from seqtrain.study_report import load
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # retry_history and co.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),  # retry_history and co.
+    pytest.mark.slow,  # studies of several trials, a PostgreSQL server
+]
 SPACE = ["optim.lr=choice(1e-2, 1e-7)", "model.dropout=interval(0.0, 0.2)"]
 
 

@@ -11,11 +11,12 @@ from typing import Any
 import torch
 
 from seqtrain.data.collate import device_of, to_device
+from seqtrain.data.sampler import BucketBatchSampler
 from seqtrain.metrics import classification_metrics, confusion_image, confusion_matrix
 from seqtrain.recipe import Prepared, Recipe, RunnableGraph
 from seqtrain.task import Stats, evaluating
 
-POOLED_EXAMPLES = 2_000  # validation examples whose pooled vectors go to the projector
+POOLED_EXAMPLES = 1_000  # validation examples whose pooled vectors go to the projector
 
 
 class ClassifierRecipe(Recipe):
@@ -59,13 +60,15 @@ class ClassifierRecipe(Recipe):
     @torch.no_grad()
     def log_embeddings(self, model: torch.nn.Module, prepared: Prepared, writer: Any, step: int) -> None:
         """The embedding tables, and the pooled vectors of the first validation examples labelled with their
-        true and predicted class: in the projector, a classifier that works shows the classes apart."""
+        true and predicted class: in the projector, a classifier that works shows the classes apart. The
+        examples go in batches of similar length, as validation's do, so the pass costs about one validation."""
         super().log_embeddings(model, prepared, writer, step)
         dataset, names = prepared.splits["valid"], self.classes(prepared.vocab)
+        chosen = range(min(POOLED_EXAMPLES, len(dataset)))
+        batches = BucketBatchSampler([dataset.lengths[i] for i in chosen], 64, shuffle=False)
         vectors, labels = [], []
         with evaluating(model):
-            for start in range(0, min(POOLED_EXAMPLES, len(dataset)), 64):
-                indices = range(start, min(start + 64, POOLED_EXAMPLES, len(dataset)))
+            for indices in batches:
                 batch = to_device(prepared.collate([dataset[i] for i in indices]), device_of(model))
                 vectors.append(self.pooled(model, batch).float().cpu())
                 predicted = self.predict(model, batch).argmax(-1).tolist()
