@@ -1,5 +1,9 @@
 """Errors a user can fix: the CLI prints them as one line and exits with their code, no traceback."""
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+
 
 class SeqtrainError(Exception):
     """Something the user can act on; `exit_code` 2 means bad input, 1 means the run itself failed."""
@@ -35,3 +39,11 @@ class Interrupted(SeqtrainError):
     """SIGTERM or Ctrl-C: the trainer saved a checkpoint and stopped cleanly."""
 
     exit_code = 130
+
+
+def check_choices(section: str, choices: dict[str, tuple[str, Sequence[str]]]) -> None:
+    """Refuse the first value of `choices` (key -> (value, valid values)) that is not among its valid ones,
+    as one line naming `section.key` and what is valid."""
+    for key, (value, valid) in choices.items():
+        if value not in valid:
+            raise ConfigError(f"{section}.{key}={value!r} is unknown; valid: {', '.join(valid)}")

@@ -18,7 +18,7 @@ from seqtrain.data.download import cache_dir, fetch
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.text import CharVocab, atomic_write, corpus_stats, token_file
 from seqtrain.data.windows import IGNORE, StreamDataset, WindowDataset, collate_windows
-from seqtrain.errors import ConfigError, DataError
+from seqtrain.errors import ConfigError, DataError, check_choices
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.language_model import RecurrentLM
 from seqtrain.models.rnn import CELLS, onednn_off, weight_drop_problem
@@ -42,10 +42,14 @@ class ModelConfig:
     recurrent_init: str = "default"  # default, orthogonal, xavier
 
     def __post_init__(self):
-        if self.cell not in CELLS:
-            raise ConfigError(f"model.cell={self.cell!r} is unknown; valid: {', '.join(CELLS)}")
-        if self.init not in SCHEMES or self.recurrent_init not in RECURRENT_SCHEMES:
-            raise ConfigError(f"model.init must be one of {SCHEMES}, model.recurrent_init one of {RECURRENT_SCHEMES}")
+        check_choices(
+            "model",
+            {
+                "cell": (self.cell, CELLS),
+                "init": (self.init, SCHEMES),
+                "recurrent_init": (self.recurrent_init, RECURRENT_SCHEMES),
+            },
+        )
         if self.tie_weights and self.embedding_dim == 0:
             raise ConfigError("model.tie_weights needs model.embedding_dim > 0 (one-hot input has no embedding to tie)")
         if not 0 <= self.dropout < 1:
@@ -75,8 +79,7 @@ class DataConfig(BatchingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.source not in SOURCES:
-            raise ConfigError(f"data.source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
+        check_choices("data", {"source": (self.source, SOURCES)})
         if not 0 < self.valid_fraction < 1 or self.seq_len < 1 or (self.eval_seq_len or 1) < 1:
             raise ConfigError("data.valid_fraction must be in (0, 1), data.seq_len and data.eval_seq_len >= 1")
         if self.source == "text" and not self.path:

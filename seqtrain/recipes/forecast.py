@@ -34,11 +34,11 @@ from seqtrain.data.collate import batch_stats, device_of, pad, to_device
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.series import M4_HORIZON_PERIOD, SeriesSet, last_horizon_split, read_csv_series, read_m4
 from seqtrain.data.synthetic_series import synthetic_series
-from seqtrain.errors import ConfigError, DataError
+from seqtrain.errors import ConfigError, DataError, check_choices
 from seqtrain.forecast_metrics import interval_scores, mase_scale, naive2, seasonal_naive, smape_terms
 from seqtrain.models.forecaster import RecurrentForecaster
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
-from seqtrain.models.rnn import CELLS, weight_drop_problem
+from seqtrain.models.rnn import CELLS
 from seqtrain.plots import ForecastPanel, forecast_image, save_forecasts
 from seqtrain.recipe import Graph, Prepared, Recipe, SampleOptions
 from seqtrain.task import Stats, evaluating
@@ -62,15 +62,14 @@ class ModelConfig:
     interval: float = 0.95
 
     def __post_init__(self):
-        for key, value, valid in (
-            ("cell", self.cell, CELLS),
-            ("init", self.init, SCHEMES),
-            ("recurrent_init", self.recurrent_init, RECURRENT_SCHEMES),
-        ):
-            if value not in valid:
-                raise ConfigError(f"model.{key}={value!r} is unknown; valid: {', '.join(valid)}")
-        if problem := weight_drop_problem(self.cell, 0.0):
-            raise ConfigError(problem)
+        check_choices(
+            "model",
+            {
+                "cell": (self.cell, CELLS),
+                "init": (self.init, SCHEMES),
+                "recurrent_init": (self.recurrent_init, RECURRENT_SCHEMES),
+            },
+        )
         if not (0 <= self.dropout < 1 and 0 < self.interval < 1):
             raise ConfigError("model.dropout must be in [0, 1) and model.interval in (0, 1)")
 
@@ -93,10 +92,7 @@ class DataConfig(BatchingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.source not in SOURCES or self.layout not in LAYOUTS:
-            raise ConfigError(
-                f"data.source must be one of {', '.join(SOURCES)}, data.layout one of {', '.join(LAYOUTS)}"
-            )
+        check_choices("data", {"source": (self.source, SOURCES), "layout": (self.layout, LAYOUTS)})
         if self.source == "m4" and not self.root:
             raise ConfigError("data=m4 needs data.root=DIR (the folder of the M4 csv files)")
         if self.source == "m4" and self.frequency.lower() not in M4_HORIZON_PERIOD:

@@ -26,7 +26,7 @@ from seqtrain.data.synthetic_sentiment import make_splits
 from seqtrain.data.tables import Table, class_names, download_sst2, read_folders, read_sst2, read_table
 from seqtrain.data.tokenizers import KINDS, PAD_ID, SP_MODEL_TYPES, build_tokenizer, tokenizer_from_dict
 from seqtrain.data.vectors import Coverage
-from seqtrain.errors import ConfigError, DataError
+from seqtrain.errors import ConfigError, DataError, check_choices
 from seqtrain.models.classifier import POOLINGS, SequenceClassifier
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
 from seqtrain.models.pretrained import start_from_vectors
@@ -72,15 +72,16 @@ class ModelConfig:
     freeze_embeddings: bool = False  # keep the pretrained vectors as they are (Kim's static)
 
     def __post_init__(self):
-        for key, value, valid in (
-            ("cell", self.cell, CELLS),
-            ("pooling", self.pooling, POOLINGS),
-            ("init", self.init, SCHEMES),
-            ("recurrent_init", self.recurrent_init, RECURRENT_SCHEMES),
-            ("class_weights", self.class_weights, CLASS_WEIGHTS),
-        ):
-            if value not in valid:
-                raise ConfigError(f"model.{key}={value!r} is unknown; valid: {', '.join(valid)}")
+        check_choices(
+            "model",
+            {
+                "cell": (self.cell, CELLS),
+                "pooling": (self.pooling, POOLINGS),
+                "init": (self.init, SCHEMES),
+                "recurrent_init": (self.recurrent_init, RECURRENT_SCHEMES),
+                "class_weights": (self.class_weights, CLASS_WEIGHTS),
+            },
+        )
         if not (0 <= self.dropout < 1 and 0 <= self.embedding_dropout < 1 and 0 <= self.label_smoothing < 1):
             raise ConfigError("model.dropout, model.embedding_dropout and model.label_smoothing must be in [0, 1)")
         if problem := weight_drop_problem(self.cell, self.weight_drop):
@@ -120,13 +121,14 @@ class DataConfig(BatchingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.source not in SOURCES:
-            raise ConfigError(f"data.source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
-        if self.tokenizer not in KINDS or self.sp_model_type not in SP_MODEL_TYPES:
-            raise ConfigError(
-                f"data.tokenizer must be one of {', '.join(KINDS)}; data.sp_model_type one of "
-                f"{', '.join(SP_MODEL_TYPES)}"
-            )
+        check_choices(
+            "data",
+            {
+                "source": (self.source, SOURCES),
+                "tokenizer": (self.tokenizer, KINDS),
+                "sp_model_type": (self.sp_model_type, SP_MODEL_TYPES),
+            },
+        )
         if not 0 < self.valid_fraction < 1:
             raise ConfigError("data.valid_fraction must be in (0, 1)")
         if self.subword_buckets and (self.tokenizer != "word" or self.subword_buckets < 2):

@@ -34,7 +34,7 @@ from seqtrain.data.tokenizers import (
     tokenizer_from_dict,
 )
 from seqtrain.data.vectors import Coverage
-from seqtrain.errors import ConfigError, DataError
+from seqtrain.errors import ConfigError, DataError, check_choices
 from seqtrain.models.attention import ATTENTIONS
 from seqtrain.models.decoding import Hypothesis, SearchOptions, decode
 from seqtrain.models.init import RECURRENT_SCHEMES, SCHEMES, initialize
@@ -72,14 +72,15 @@ class ModelConfig:
             raise ConfigError(
                 "model.freeze_embeddings keeps pretrained vectors as they are: set model.pretrained_embeddings"
             )
-        for key, value, valid in (
-            ("cell", self.cell, tuple(DECODER_CELLS)),
-            ("attention", self.attention, ATTENTIONS),
-            ("init", self.init, SCHEMES),
-            ("recurrent_init", self.recurrent_init, RECURRENT_SCHEMES),
-        ):
-            if value not in valid:
-                raise ConfigError(f"model.{key}={value!r} is unknown; valid: {', '.join(valid)}")
+        check_choices(
+            "model",
+            {
+                "cell": (self.cell, tuple(DECODER_CELLS)),
+                "attention": (self.attention, ATTENTIONS),
+                "init": (self.init, SCHEMES),
+                "recurrent_init": (self.recurrent_init, RECURRENT_SCHEMES),
+            },
+        )
         if not (0 <= self.dropout < 1 and 0 <= self.label_smoothing < 1 and 0 <= self.teacher_forcing <= 1):
             raise ConfigError(
                 "model.dropout and model.label_smoothing must be in [0, 1), model.teacher_forcing in [0, 1]"
@@ -114,13 +115,14 @@ class DataConfig(BatchingConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        for key, value, valid in (
-            ("source", self.source, SOURCES),
-            ("tokenizer", self.tokenizer, KINDS),
-            ("sp_model_type", self.sp_model_type, SP_MODEL_TYPES),
-        ):
-            if value not in valid:
-                raise ConfigError(f"data.{key}={value!r} is unknown; valid: {', '.join(valid)}")
+        check_choices(
+            "data",
+            {
+                "source": (self.source, SOURCES),
+                "tokenizer": (self.tokenizer, KINDS),
+                "sp_model_type": (self.sp_model_type, SP_MODEL_TYPES),
+            },
+        )
         if self.source == "parallel" and not all((self.train_src, self.train_tgt, self.valid_src, self.valid_tgt)):
             raise ConfigError("data=parallel needs data.train_src, data.train_tgt, data.valid_src and data.valid_tgt")
         if self.source == "multi30k" and not self.root:

@@ -28,7 +28,7 @@ from seqtrain.data.augment import shortest_before_speed_perturb
 from seqtrain.data.sampler import BatchingConfig
 from seqtrain.data.synthetic_audio import SyntheticAudio, class_names
 from seqtrain.data.tables import sort_labels
-from seqtrain.errors import ConfigError, DataError
+from seqtrain.errors import ConfigError, DataError, check_choices
 from seqtrain.models.audio_classifier import FEATURES, NORMALIZATIONS, AudioClassifier, Augmentation
 from seqtrain.recipe import Graph, Prepared
 from seqtrain.recipes.classifier import ClassifierRecipe, ExportedClassifier, classifier_stats
@@ -64,13 +64,14 @@ class ModelConfig:
     aux_weight: float = 0.3  # weight of the speaker loss in the training objective
 
     def __post_init__(self):
-        if self.features not in FEATURES or self.normalize not in NORMALIZATIONS:
-            raise ConfigError(
-                f"model.features must be one of {', '.join(FEATURES)}; model.normalize one of "
-                f"{', '.join(NORMALIZATIONS)}"
-            )
-        if self.frontend not in FRONTENDS:
-            raise ConfigError(f"model.frontend={self.frontend!r} is unknown; valid: {', '.join(FRONTENDS)}")
+        check_choices(
+            "model",
+            {
+                "features": (self.features, FEATURES),
+                "normalize": (self.normalize, NORMALIZATIONS),
+                "frontend": (self.frontend, FRONTENDS),
+            },
+        )
         if self.aux_head not in (None, "speaker") or self.aux_weight < 0:
             raise ConfigError(
                 f"model.aux_head must be null or speaker (got {self.aux_head!r}) and model.aux_weight >= 0"
@@ -117,8 +118,7 @@ class DataConfig(BatchingConfig):
         if self.max_seconds is not None:
             self.max_tokens = round(self.max_seconds * self.sample_rate)  # the sampler's budget is in samples
         super().__post_init__()
-        if self.source not in SOURCES:
-            raise ConfigError(f"data.source={self.source!r} is unknown; valid: {', '.join(SOURCES)}")
+        check_choices("data", {"source": (self.source, SOURCES)})
         if self.source != "synthetic" and not self.root:
             raise ConfigError(f"data.source={self.source} needs data.root=DIR")
         if not (0 < self.valid_fraction < 1 and 0 <= self.test_fraction < 1 and 0 <= self.max_skipped_fraction <= 1):
