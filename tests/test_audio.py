@@ -329,6 +329,20 @@ def test_spec_augment_masks_bands_inside_each_utterance():
     assert (out == 0).any()
 
 
+def test_frequency_warp_moves_a_formant_by_the_drawn_factor_and_leaves_padding_silent():
+    bins = torch.arange(40.0)
+    feats = torch.exp(-((bins - 20) ** 2) / 4).expand(3, 6, 40).clone()  # one peak at bin 20 in every frame
+    feats[1, 4:] = 0  # padding frames
+    generator = torch.Generator().manual_seed(3)
+    factors = 1 + (torch.rand(3, generator=torch.Generator().manual_seed(3)) * 2 - 1) * 0.2  # as the warp draws them
+    out = augment.frequency_warp(feats, generator, 0.2)
+    for row, factor in zip(out, factors.tolist()):
+        peak = (row[0] * bins).sum() / row[0].sum()  # the peak's centre
+        assert abs(peak - 20 * factor) < 0.3
+    assert (out[1, 4:] == 0).all()
+    assert torch.equal(augment.frequency_warp(feats, torch.Generator().manual_seed(3), 0.0), feats)
+
+
 def test_add_noise_reaches_the_drawn_snr_and_leaves_padding_silent():
     wave = torch.nn.utils.rnn.pad_sequence([sine(440, 16000, 16000), 0.1 * sine(900, 16000, 8000)], batch_first=True)
     lengths = torch.tensor([16000, 8000])

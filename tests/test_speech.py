@@ -255,10 +255,15 @@ def test_kaldi_options_reach_the_model_through_the_vocabulary():
             "data.kaldi.window=kaiser",
             "data.kaldi.window='kaiser' is unknown; valid: povey, hanning, hamming, rectangular, blackman",
         ),
+        (
+            "model.features=mfcc data.augment.freq_warp=0.1",
+            "data.augment.freq_warp stretches filterbank channels: it needs model.features=fbank",
+        ),
+        ("data.augment.freq_warp=0.7", "data.augment.freq_warp must be in [0, 0.5), got 0.7"),
     ],
 )
 def test_bad_front_end_settings_are_one_line(tmp_path, override, message):
-    result = seqtrain("fit", "recipe=speech", override, f"run_dir={tmp_path / 'run'}")
+    result = seqtrain("fit", "recipe=speech", *override.split(), f"run_dir={tmp_path / 'run'}")
     assert result.exit_code == 2 and result.stderr == f"error: {message}\n" and not (tmp_path / "run").exists()
 
 

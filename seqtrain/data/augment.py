@@ -59,6 +59,24 @@ def spec_augment(
     return feats.masked_fill(time[:, :, None] | freq[:, None, :], 0.0)
 
 
+def frequency_warp(feats: torch.Tensor, generator: torch.Generator, max_warp: float) -> torch.Tensor:
+    """Vocal tract length perturbation (Jaitly and Hinton 2013) on filterbank features: each utterance's
+    frequency axis stretched or squeezed by a factor drawn from [1 - max_warp, 1 + max_warp], by linear
+    interpolation between neighbouring bins. A shorter vocal tract moves every formant up by about one
+    factor, so the warp shows the model the same word said by voices it has not heard.
+
+    (B, T, F) -> (B, T, F): output bin f reads input position f / factor (the top bin where that passes it)."""
+    batch, frames, bins = feats.shape
+    factor = 1 + (uniform((batch,), generator, feats.device) * 2 - 1) * max_warp  # (B,)
+    source = (torch.arange(bins, device=feats.device)[None] / factor[:, None]).clamp(max=bins - 1)  # (B, F)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=bins - 1)
+    weight = (source - low).to(feats.dtype)[:, None, :]  # (B, 1, F)
+    below = feats.gather(2, low[:, None, :].expand(batch, frames, bins))
+    above = feats.gather(2, high[:, None, :].expand(batch, frames, bins))
+    return below + weight * (above - below)
+
+
 def add_noise(
     wave: torch.Tensor,
     lengths: torch.Tensor,

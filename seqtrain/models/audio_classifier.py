@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from seqtrain.data.audio import GlobalNormalizer, feature_extractor, normalize_utterances
-from seqtrain.data.augment import add_noise, spec_augment, speed_perturb, time_shift
+from seqtrain.data.augment import add_noise, frequency_warp, spec_augment, speed_perturb, time_shift
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.crdnn import CRDNN
 
@@ -30,7 +30,7 @@ NORMALIZATIONS = ("global", "utterance", "none")
 @dataclass(frozen=True)
 class Augmentation:
     """Training-time augmentation, in the order applied: speed -> time shift -> noise on the wave,
-    SpecAugment on the normalised features. Each is off at its empty or zero value."""
+    frequency warp and SpecAugment on the normalised features. Each is off at its empty or zero value."""
 
     speeds: tuple[float, ...] = ()  # speed-perturbation factors, one drawn per batch
     max_shift: int = 0  # samples
@@ -39,6 +39,7 @@ class Augmentation:
     max_time_width: int = 20  # frames
     freq_masks: int = 0
     max_freq_width: int = 8  # feature bins
+    freq_warp: float = 0.0  # the largest relative stretch of each utterance's frequency axis (filterbanks only)
 
     def wave(self, wave: torch.Tensor, lengths: torch.Tensor, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, N), (B,) -> (B, N'), (B,)"""
@@ -52,6 +53,8 @@ class Augmentation:
 
     def features(self, feats: torch.Tensor, lengths: torch.Tensor, g: torch.Generator) -> torch.Tensor:
         """(B, T, F) -> (B, T, F)"""
+        if self.freq_warp:
+            feats = frequency_warp(feats, g, self.freq_warp)
         if not (self.time_masks or self.freq_masks):
             return feats
         return spec_augment(

@@ -32,7 +32,7 @@ from seqtrain.errors import ConfigError, DataError, check_choices
 from seqtrain.models.audio_classifier import FEATURES, NORMALIZATIONS, AudioClassifier, Augmentation
 from seqtrain.recipe import Graph, Prepared
 from seqtrain.recipes.classifier import ClassifierRecipe, ExportedClassifier, classifier_stats
-from seqtrain.task import Stats
+from seqtrain.task import Stats, Task
 
 SOURCES = ("synthetic", "fsdd", "folder")
 FRONTENDS = ("torch", "torchaudio")
@@ -93,6 +93,13 @@ class AugmentConfig:
     max_time_width: int = 20  # frames (10 ms each)
     freq_masks: int = 2  # spec_augment: frequency bands masked per utterance
     max_freq_width: int = 8  # mel bins
+    freq_warp: float = (
+        0.0  # vocal tract length perturbation: stretch each utterance's mel axis by up to this (0.1); fbank only
+    )
+
+    def __post_init__(self):
+        if not 0 <= self.freq_warp < 0.5:
+            raise ConfigError(f"data.augment.freq_warp must be in [0, 0.5), got {self.freq_warp}")
 
 
 @dataclass
@@ -139,6 +146,7 @@ def augmentation(cfg: AugmentConfig, sample_rate: int) -> Augmentation:
         max_time_width=cfg.max_time_width,
         freq_masks=cfg.freq_masks if cfg.spec_augment else 0,
         max_freq_width=cfg.max_freq_width,
+        freq_warp=cfg.freq_warp,
     )
 
 
@@ -260,6 +268,12 @@ class Speech(ClassifierRecipe):
 
     def loss(self, model: ModelConfig, vocab: dict) -> SpeechLoss:
         return SpeechLoss(model.aux_weight if model.aux_head == "speaker" else 0.0)
+
+    def task(self, model: torch.nn.Module, model_cfg: ModelConfig, prepared: Prepared) -> Task:
+        augment = getattr(prepared.collate, "augment", None)
+        if augment is not None and augment.freq_warp and model_cfg.features != "fbank":
+            raise ConfigError("data.augment.freq_warp stretches filterbank channels: it needs model.features=fbank")
+        return super().task(model, model_cfg, prepared)
 
     def pooled(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
         return model.pooled(batch["audio"], batch["lengths"])
