@@ -85,7 +85,9 @@ def list_recipes(verbose: Verbose = False) -> None:
 @app.command()
 @reports_errors
 def config(overrides: Overrides = None, verbose: Verbose = False) -> None:
-    """Print the composed config as YAML."""
+    """Print the config a run would use, as YAML: seqtrain config recipe=NAME KEY=VALUE ...
+
+    The recipe's YAML composed with its groups and your overrides, every default filled in."""
     from omegaconf import OmegaConf
 
     from seqtrain.config import compose, split_recipe
@@ -111,9 +113,11 @@ def fit(
     ] = False,
     verbose: Verbose = False,
 ) -> None:
-    """Train a recipe: `seqtrain fit recipe=char_lm [overrides...]`. Prints the run dir and at the end the final
-    validation metrics as one JSON line. `trainer.devices=N` trains on N worker processes launched through
-    torch.distributed.run (under torchrun, the world comes from it); `trainer.resume=RUN` continues a run."""
+    """Train: seqtrain fit recipe=NAME KEY=VALUE ...
+
+    Prints the run dir, progress and validations, and at the end the final validation metrics as one JSON
+    line. trainer.resume=RUN continues a run; trainer.devices=N trains on N worker processes launched through
+    torch.distributed.run (under torchrun, the world comes from it); -m sweeps; --dry-run only checks."""
     from seqtrain import distributed, runs
     from seqtrain.config import compose, expand_sweeps, for_fit, split_recipe
     from seqtrain.errors import ConfigError
@@ -214,7 +218,10 @@ def tune(
     ] = None,
     verbose: Verbose = False,
 ) -> None:
-    """Search hyper-parameters with Optuna: each trial is a run dir under runs/<recipe>/tune-<study>/."""
+    """Search hyper-parameters with Optuna: seqtrain tune recipe=NAME 'KEY=interval(A, B)' ... --trials N
+
+    Each trial is a run dir under runs/NAME/tune-STUDY/; workers with the same --study and --storage share one
+    study. --report STUDY_DIR prints a study's table again."""
     from seqtrain import study_report
     from seqtrain.config import split_recipe
     from seqtrain.errors import ConfigError
@@ -291,9 +298,11 @@ def sample(
     ] = "long",
     verbose: Verbose = False,
 ) -> None:
-    """Use a trained run: char_lm generates text, seq2seq translates, a classifier (sentiment, speech) prints one
-    JSON line per input with its label and class probabilities (alone or as an ensemble), forecast prints
-    forecasts as CSV."""
+    """Use a trained run: generate, translate, classify or forecast.
+
+    char_lm generates text from --prompt; seq2seq translates --text or --input-file; a classifier (sentiment,
+    speech) prints one JSON line per input with its label and class probabilities, for one run or an ensemble
+    of several; forecast prints forecasts as CSV lines. RUN may be an export dir."""
     from seqtrain import runs
     from seqtrain.recipe import SampleOptions
 
@@ -332,7 +341,11 @@ def evaluate(
     ],
     verbose: Verbose = False,
 ) -> None:
-    """Score trained runs; prints the metrics (each member's and the ensemble's) as one JSON object."""
+    """Score trained runs: seqtrain evaluate RUN [RUN ...] [KEY=VALUE ...]
+
+    On each run's validation split, or another split (split=test) or other data (data.path=FILE, ...) given as
+    overrides; prints one JSON object. Several classifier runs, or a bagged run, are scored alone and as an
+    ensemble. RUN may be an export dir."""
     from seqtrain import runs
 
     run_dirs = [Path(a) for a in args if "=" not in a]
@@ -363,9 +376,10 @@ def export(
     checkpoint: Annotated[str, typer.Option(help="best or last.")] = "best",
     verbose: Verbose = False,
 ) -> None:
-    """Write a run as files that run without seqtrain: model graph(s), vocab.json and a manifest.
-    `seqtrain sample` and `seqtrain evaluate` accept the export dir (or its model file) like a run.
-    --format vectors writes the run's embedding tables instead (word2vec text, one .vec file per table)."""
+    """Write a run as files that run without seqtrain: seqtrain export RUN
+
+    ONNX or TorchScript graph(s), vocab.json and a manifest, which seqtrain sample and seqtrain evaluate accept
+    like a run. --format vectors writes the run's embedding tables instead (word2vec text, one .vec per table)."""
     from seqtrain.export import export as write_export
 
     print(write_export(run, format, out, checkpoint))
