@@ -24,6 +24,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # docstrings wrap as paragraphs
     help="Train recurrent and attention sequence models. Start with `seqtrain recipes`.",
 )
 console = Console(stderr=True, soft_wrap=True)
@@ -291,7 +292,7 @@ def sample(
     ] = None,
     audio: Annotated[Optional[Path], typer.Option(help="speech: an audio file to classify.")] = None,
     plot: Annotated[
-        Optional[Path], typer.Option(help="forecast: draw the first series' history, forecast and interval as a PNG.")
+        Optional[Path], typer.Option(help="forecast: draw the first six series' history, forecast and interval as a PNG.")
     ] = None,
     layout: Annotated[
         str, typer.Option(help="forecast: --input-file's layout: long (id,timestamp,value rows), rows or columns.")
