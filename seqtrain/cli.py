@@ -292,7 +292,8 @@ def sample(
     ] = None,
     audio: Annotated[Optional[Path], typer.Option(help="speech: an audio file to classify.")] = None,
     plot: Annotated[
-        Optional[Path], typer.Option(help="forecast: draw the first six series' history, forecast and interval as a PNG.")
+        Optional[Path],
+        typer.Option(help="forecast: draw the first six series' history, forecast and interval as a PNG."),
     ] = None,
     layout: Annotated[
         str, typer.Option(help="forecast: --input-file's layout: long (id,timestamp,value rows), rows or columns.")
