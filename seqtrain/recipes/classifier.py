@@ -6,7 +6,7 @@ run or an ensemble of several, through `classes`, `predict` and `prepare_inputs`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -31,9 +31,10 @@ class ClassifierRecipe(Recipe):
         """Unlabelled inputs (texts, audio paths) for prediction, as one split named "inputs"."""
         raise NotImplementedError
 
-    def pooled(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
-        """(B, D) the vector the classifier's head reads: a sentence's or an utterance's summary."""
-        raise NotImplementedError
+    def pooled(self, model: torch.nn.Module, batch: dict) -> Optional[torch.Tensor]:
+        """(B, D) the vector the classifier's head reads: a sentence's or an utterance's summary. Optional:
+        a recipe that leaves it as None shows only its embedding tables in the projector."""
+        return None
 
     def classes(self, vocab: dict) -> list[str]:
         return list(vocab["classes"])
@@ -70,7 +71,10 @@ class ClassifierRecipe(Recipe):
         with evaluating(model):
             for indices in batches:
                 batch = to_device(prepared.collate([dataset[i] for i in indices]), device_of(model))
-                vectors.append(self.pooled(model, batch).float().cpu())
+                pooled = self.pooled(model, batch)
+                if pooled is None:  # the recipe has no summary vector to show
+                    return
+                vectors.append(pooled.float().cpu())
                 predicted = self.predict(model, batch).argmax(-1).tolist()
                 labels += [[names[int(t)], names[p]] for t, p in zip(batch["labels"].tolist(), predicted)]
         writer.add_embedding(

@@ -93,9 +93,7 @@ class AugmentConfig:
     max_time_width: int = 20  # frames (10 ms each)
     freq_masks: int = 2  # spec_augment: frequency bands masked per utterance
     max_freq_width: int = 8  # mel bins
-    freq_warp: float = (
-        0.0  # vocal tract length perturbation: stretch each utterance's mel axis by up to this (0.1); fbank only
-    )
+    freq_warp: float = 0.0  # vocal tract length perturbation: largest stretch of the mel axis (fbank only)
 
     def __post_init__(self):
         if not 0 <= self.freq_warp < 0.5:
