@@ -31,9 +31,10 @@ class ClassifierRecipe(Recipe):
         """Unlabelled inputs (texts, audio paths) for prediction, as one split named "inputs"."""
         raise NotImplementedError
 
-    def pooled(self, model: torch.nn.Module, batch: dict) -> Optional[torch.Tensor]:
-        """(B, D) the vector the classifier's head reads: a sentence's or an utterance's summary. Optional:
-        a recipe that leaves it as None shows only its embedding tables in the projector."""
+    def pooled(self, model: torch.nn.Module, batch: dict) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """(B, D) the vector the classifier's head reads (a sentence's or an utterance's summary) and the (B, C)
+        logits the head makes of it, from one forward pass. Optional: a recipe that leaves it as None shows
+        only its embedding tables in the projector."""
         return None
 
     def classes(self, vocab: dict) -> list[str]:
@@ -74,8 +75,8 @@ class ClassifierRecipe(Recipe):
                 pooled = self.pooled(model, batch)
                 if pooled is None:  # the recipe has no summary vector to show
                     return
-                vectors.append(pooled.float().cpu())
-                predicted = self.predict(model, batch).argmax(-1).tolist()
+                vectors.append(pooled[0].float().cpu())
+                predicted = pooled[1].argmax(-1).tolist()
                 labels += [[names[int(t)], names[p]] for t, p in zip(batch["labels"].tolist(), predicted)]
         writer.add_embedding(
             torch.cat(vectors),

@@ -309,8 +309,9 @@ class Sentiment(ClassifierRecipe):
     def logits(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
         return class_logits(model, batch)
 
-    def pooled(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
-        return model.features(batch["tokens"], batch["lengths"], batch.get("subwords"))
+    def pooled(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        vectors = model.features(batch["tokens"], batch["lengths"], batch.get("subwords"))
+        return vectors, model.head(vectors)
 
     def embeddings(self, model: torch.nn.Module, vocab: dict) -> list[EmbeddingTable]:
         """The word (or piece) vectors, most frequent first, as the tokenizer orders them."""

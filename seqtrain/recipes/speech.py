@@ -273,8 +273,9 @@ class Speech(ClassifierRecipe):
             raise ConfigError("data.augment.freq_warp stretches filterbank channels: it needs model.features=fbank")
         return super().task(model, model_cfg, prepared)
 
-    def pooled(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
-        return model.pooled(batch["audio"], batch["lengths"])
+    def pooled(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        vectors = model.pooled(batch["audio"], batch["lengths"])
+        return vectors, model.crdnn.head(vectors)
 
     def logits(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
         """The word head's (B, C) logits (the speaker head is not scored by `evaluate` or `sample`)."""
