@@ -31,7 +31,7 @@ class ClassifierRecipe(Recipe):
         """Unlabelled inputs (texts, audio paths) for prediction, as one split named "inputs"."""
         raise NotImplementedError
 
-    def pooled(self, model: torch.nn.Module, batch: dict) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    def pooled_and_logits(self, model: torch.nn.Module, batch: dict) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
         """(B, D) the vector the classifier's head reads (a sentence's or an utterance's summary) and the (B, C)
         logits the head makes of it, from one forward pass. Optional: a recipe that leaves it as None shows
         only its embedding tables in the projector."""
@@ -72,7 +72,7 @@ class ClassifierRecipe(Recipe):
         with evaluating(model):
             for indices in batches:
                 batch = to_device(prepared.collate([dataset[i] for i in indices]), device_of(model))
-                pooled = self.pooled(model, batch)
+                pooled = self.pooled_and_logits(model, batch)
                 if pooled is None:  # the recipe has no summary vector to show
                     return
                 vectors.append(pooled[0].float().cpu())

@@ -309,7 +309,7 @@ class Sentiment(ClassifierRecipe):
     def logits(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
         return class_logits(model, batch)
 
-    def pooled(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def pooled_and_logits(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         vectors = model.features(batch["tokens"], batch["lengths"], batch.get("subwords"))
         return vectors, model.head(vectors)
 

@@ -273,7 +273,7 @@ class Speech(ClassifierRecipe):
             raise ConfigError("data.augment.freq_warp stretches filterbank channels: it needs model.features=fbank")
         return super().task(model, model_cfg, prepared)
 
-    def pooled(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def pooled_and_logits(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         vectors = model.pooled(batch["audio"], batch["lengths"])
         return vectors, model.crdnn.head(vectors)
 
