@@ -364,6 +364,33 @@ def test_speed_perturbation_changes_tempo_and_pitch():
     assert int(spectrum.argmax()) * 16000 / 12800 == pytest.approx(1250, abs=2)  # played 1.25 times faster
 
 
+def test_random_gain_scales_each_utterance_within_the_range_and_keeps_padding():
+    wave = torch.ones(64, 10)
+    wave[:, 8:] = 0  # padding
+    out = augment.random_gain(wave, torch.Generator().manual_seed(0), max_db=6.0)
+    gains_db = 20 * out[:, 0].log10()
+    assert (out[:, 8:] == 0).all() and torch.equal(out[:, :8], out[:, :1].expand(64, 8))  # one gain per utterance
+    assert gains_db.abs().max() <= 6.0 + 1e-4 and gains_db.min() < -3 and gains_db.max() > 3  # spread over the range
+
+
+def test_random_tilt_raises_or_lowers_the_highs_against_the_lows_within_the_range():
+    torch.manual_seed(0)
+    wave = torch.randn(32, 4000)
+    lengths = torch.full((32,), 4000)
+    lengths[0] = 3000
+    wave[0, 3000:] = 0
+    out = augment.random_tilt(wave, lengths, torch.Generator().manual_seed(0), max_db=12.0)
+    assert (out[0, 3000:] == 0).all()
+    power_in, power_out = torch.fft.rfft(wave).abs().pow(2), torch.fft.rfft(out).abs().pow(2)
+    band = power_in.size(1) // 8  # the lowest and the highest eighth of the band
+
+    def tilt(power):
+        return 10 * (power[:, -band:].mean(1) / power[:, :band].mean(1)).log10()
+
+    change = tilt(power_out) - tilt(power_in)  # the filter's tilt between those bands, each row
+    assert change.abs().max() < 12.0 and change.min() < -4 and change.max() > 4
+
+
 def test_time_shift_moves_content_inside_each_length():
     wave = torch.arange(1, 11, dtype=torch.float32).repeat(2, 1)  # (2, 10), values 1..10
     lengths = torch.tensor([10, 6])

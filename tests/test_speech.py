@@ -75,7 +75,15 @@ def test_augmentation_only_in_training_and_global_statistics_freeze_after_one_pa
     torch.manual_seed(0)
     model = AudioClassifier(16000, 3, freeze_after=4, cnn_channels=(4,), rnn_hidden=8, rnn_layers=1, dnn_sizes=(8,))
     wave, lengths = torch.randn(2, 4000), torch.tensor([4000, 3000])
-    augment = Augmentation(speeds=(0.9, 1.1), max_shift=200, snr_db=(5.0, 10.0), time_masks=2, freq_masks=2)
+    augment = Augmentation(
+        speeds=(0.9, 1.1),
+        max_shift=200,
+        max_gain_db=6.0,
+        max_tilt_db=6.0,
+        snr_db=(5.0, 10.0),
+        time_masks=2,
+        freq_masks=2,
+    )
     model(wave, lengths, augment)
     assert not model.normalizer.frozen
     model(wave, lengths, augment)

@@ -124,6 +124,28 @@ def shortest_before_speed_perturb(min_samples: int, factors: Sequence[float]) ->
     return max(min_samples, math.floor((min_samples - 1) * fastest) + 1)  # ceil(n / fastest) >= min_samples
 
 
+def random_gain(wave: torch.Tensor, generator: torch.Generator, max_db: float) -> torch.Tensor:
+    """Scale each utterance by a level drawn uniformly from [-max_db, max_db] dB: (B, N) -> (B, N).
+
+    Recording level differs between speakers and microphones far more than between words (the FSDD
+    speakers' mean levels span 18 dB); on log filterbanks it is one offset on every bin, which global
+    normalisation keeps. Padding stays zero."""
+    gain_db = (uniform((wave.size(0),), generator, wave.device) * 2 - 1) * max_db  # (B,)
+    return wave * (10 ** (gain_db / 20))[:, None].to(wave)
+
+
+def random_tilt(wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, max_db: float) -> torch.Tensor:
+    """Tilt each utterance's spectrum by a first-order filter y[n] = x[n] - a x[n-1], whose response rises
+    (a > 0) or falls (a < 0) steadily from 0 Hz to Nyquist by up to `max_db`, drawn uniformly either way:
+    (B, N) -> (B, N). Microphones and rooms differ mostly in such broad tilts (the FSDD speakers' share
+    of energy above 2 kHz spans 10 dB), which the words do not; padding stays zero."""
+    tilt_db = (uniform((wave.size(0),), generator, wave.device) * 2 - 1) * max_db  # (B,)
+    a = torch.tanh(tilt_db * math.log(10) / 40).to(wave)  # |H(Nyquist) / H(0)| = (1 + a) / (1 - a)
+    previous = torch.nn.functional.pad(wave, (1, 0))[:, :-1]
+    out = wave - a[:, None] * previous
+    return out.masked_fill(~lengths_to_mask(lengths, wave.size(1)), 0.0)
+
+
 def time_shift(wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
     """Delay or advance each utterance by up to `max_shift` samples inside its own length, filling with
     silence: (B, N) -> (B, N). Lengths do not change; what is pushed past either end is dropped."""

@@ -19,7 +19,15 @@ import torch
 from torch import nn
 
 from seqtrain.data.audio import GlobalNormalizer, feature_extractor, normalize_utterances
-from seqtrain.data.augment import add_noise, frequency_warp, spec_augment, speed_perturb, time_shift
+from seqtrain.data.augment import (
+    add_noise,
+    frequency_warp,
+    random_gain,
+    random_tilt,
+    spec_augment,
+    speed_perturb,
+    time_shift,
+)
 from seqtrain.errors import ConfigError, DataError
 from seqtrain.models.crdnn import CRDNN
 
@@ -29,11 +37,14 @@ NORMALIZATIONS = ("global", "utterance", "none")
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training-time augmentation, in the order applied: speed -> time shift -> noise on the wave,
+    """Training-time augmentation, in the order applied: speed -> time shift -> gain -> tilt -> noise on the
+    wave,
     frequency warp and SpecAugment on the normalised features. Each is off at its empty or zero value."""
 
     speeds: tuple[float, ...] = ()  # speed-perturbation factors, one drawn per batch
     max_shift: int = 0  # samples
+    max_gain_db: float = 0.0  # level change of up to this many dB, either way
+    max_tilt_db: float = 0.0  # spectral tilt (0 Hz to Nyquist) of up to this many dB, either way
     snr_db: Optional[tuple[float, float]] = None  # white noise at an SNR drawn from this range
     time_masks: int = 0
     max_time_width: int = 20  # frames
@@ -47,6 +58,10 @@ class Augmentation:
             wave, lengths = speed_perturb(wave, lengths, g, self.speeds)
         if self.max_shift:
             wave = time_shift(wave, lengths, g, self.max_shift)
+        if self.max_gain_db:
+            wave = random_gain(wave, g, self.max_gain_db)
+        if self.max_tilt_db:
+            wave = random_tilt(wave, lengths, g, self.max_tilt_db)
         if self.snr_db:
             wave = add_noise(wave, lengths, g, self.snr_db)
         return wave, lengths

@@ -85,6 +85,8 @@ class AugmentConfig:
     speed_perturb: bool = False  # play each training clip at a speed drawn from speeds
     speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # speed_perturb: the speeds drawn from
     time_shift_ms: float = 0.0  # random shift of up to this much, either way; 0 = off
+    gain_db: float = 0.0  # random level change of up to this many dB, either way; 0 = off
+    tilt_db: float = 0.0  # random spectral tilt, 0 Hz to Nyquist, of up to this many dB either way; 0 = off
     noise: bool = False  # white noise at an SNR drawn from snr_db
     # noise: the range the signal-to-noise ratio (dB) is drawn from
     snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])
@@ -96,8 +98,11 @@ class AugmentConfig:
     freq_warp: float = 0.0  # vocal tract length perturbation: largest stretch of the mel axis (fbank only)
 
     def __post_init__(self):
-        if not 0 <= self.freq_warp < 0.5:
-            raise ConfigError(f"data.augment.freq_warp must be in [0, 0.5), got {self.freq_warp}")
+        if not 0 <= self.freq_warp < 0.5 or self.gain_db < 0 or self.tilt_db < 0:
+            raise ConfigError(
+                f"data.augment.freq_warp must be in [0, 0.5) and gain_db, tilt_db >= 0, got {self.freq_warp}, "
+                f"{self.gain_db} and {self.tilt_db}"
+            )
 
 
 @dataclass
@@ -139,6 +144,8 @@ def augmentation(cfg: AugmentConfig, sample_rate: int) -> Augmentation:
     return Augmentation(
         speeds=tuple(cfg.speeds) if cfg.speed_perturb else (),
         max_shift=round(cfg.time_shift_ms * sample_rate / 1000),
+        max_gain_db=cfg.gain_db,
+        max_tilt_db=cfg.tilt_db,
         snr_db=tuple(cfg.snr_db) if cfg.noise else None,
         time_masks=cfg.time_masks if cfg.spec_augment else 0,
         max_time_width=cfg.max_time_width,
