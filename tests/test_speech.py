@@ -268,6 +268,7 @@ def test_kaldi_options_reach_the_model_through_the_vocabulary():
             "data.augment.freq_warp stretches filterbank channels: it needs model.features=fbank",
         ),
         ("data.augment.freq_warp=0.7", "data.augment.freq_warp must be in [0, 0.5), got 0.7"),
+        ("data.augment.tilt_db=-3", "data.augment.tilt_db must be >= 0 (a range either way), got -3.0"),
     ],
 )
 def test_bad_front_end_settings_are_one_line(tmp_path, override, message):

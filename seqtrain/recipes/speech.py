@@ -98,11 +98,11 @@ class AugmentConfig:
     freq_warp: float = 0.0  # vocal tract length perturbation: largest stretch of the mel axis (fbank only)
 
     def __post_init__(self):
-        if not 0 <= self.freq_warp < 0.5 or self.gain_db < 0 or self.tilt_db < 0:
-            raise ConfigError(
-                f"data.augment.freq_warp must be in [0, 0.5) and gain_db, tilt_db >= 0, got {self.freq_warp}, "
-                f"{self.gain_db} and {self.tilt_db}"
-            )
+        if not 0 <= self.freq_warp < 0.5:
+            raise ConfigError(f"data.augment.freq_warp must be in [0, 0.5), got {self.freq_warp}")
+        for name, decibels in (("gain_db", self.gain_db), ("tilt_db", self.tilt_db)):
+            if decibels < 0:
+                raise ConfigError(f"data.augment.{name} must be >= 0 (a range either way), got {decibels}")
 
 
 @dataclass
