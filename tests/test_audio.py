@@ -279,6 +279,18 @@ def test_utterance_normalisation_uses_real_frames_only():
         assert (row[n:] == 0).all()
 
 
+def test_dynamic_range_limit_raises_the_floor_below_each_real_peak_and_follows_the_level():
+    feats, lengths = padded_features()  # padding holds 100 and -50: neither may count
+    out = audio.limit_dynamic_range(feats, lengths, range_db=30.0)
+    for row, limited, n in zip(feats, out, lengths.tolist()):
+        floor = row[:n].max() - 3 * math.log(10)  # 30 dB of power in natural-log units
+        torch.testing.assert_close(limited[:n], row[:n].clamp(min=float(floor)))
+        assert (limited[n:] == 0).all()
+    louder = audio.limit_dynamic_range(feats + 2.0, lengths, range_db=30.0)  # a gain: every log value + 2
+    for a, b, n in zip(out, louder, lengths.tolist()):
+        torch.testing.assert_close(b[:n], a[:n] + 2.0)
+
+
 def test_global_normalisation_matches_statistics_of_all_real_frames():
     feats, lengths = padded_features()
     real = torch.cat([row[:n] for row, n in zip(feats, lengths.tolist())]).double()  # (22, 5)

@@ -268,6 +268,11 @@ def test_kaldi_options_reach_the_model_through_the_vocabulary():
             "data.augment.freq_warp stretches filterbank channels: it needs model.features=fbank",
         ),
         ("data.augment.freq_warp=0.7", "data.augment.freq_warp must be in [0, 0.5), got 0.7"),
+        (
+            "model.features=mfcc model.dynamic_range_db=60",
+            "model.dynamic_range_db limits log filterbanks: it needs model.features=fbank and a positive value, got "
+            "60.0 with mfcc",
+        ),
         ("data.augment.tilt_db=-3", "data.augment.tilt_db must be >= 0 (a range either way), got -3.0"),
     ],
 )

@@ -345,6 +345,17 @@ def normalize_utterances(
     return out.masked_fill(~lengths_to_mask(lengths, feats.size(1))[..., None], 0.0)
 
 
+def limit_dynamic_range(feats: torch.Tensor, lengths: torch.Tensor, range_db: float) -> torch.Tensor:
+    """Raise log filterbank values (natural log of power) that lie more than `range_db` below their
+    utterance's peak to that level: (B, T, F) -> (B, T, F), padding stays 0. What lies that far down is
+    each recording's noise floor (or digital silence, or the log's epsilon), which tells the speaker and
+    microphone, not the word; the peak moves with the level, so the floor does too (librosa's top_db)."""
+    real = lengths_to_mask(lengths, feats.size(1))[..., None]  # (B, T, 1)
+    peak = feats.masked_fill(~real, float("-inf")).amax(dim=(1, 2), keepdim=True)  # (B, 1, 1)
+    floor = peak - range_db * math.log(10) / 10
+    return torch.maximum(feats, floor).masked_fill(~real, 0.0)
+
+
 class GlobalNormalizer(nn.Module):
     """Mean/variance normalisation with statistics over a whole training set (real frames only).
 

@@ -18,7 +18,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from seqtrain.data.audio import GlobalNormalizer, feature_extractor, normalize_utterances
+from seqtrain.data.audio import GlobalNormalizer, feature_extractor, limit_dynamic_range, normalize_utterances
 from seqtrain.data.augment import (
     add_noise,
     frequency_warp,
@@ -98,6 +98,7 @@ class AudioClassifier(nn.Module):
         num_mel_bins: int = 40,
         num_ceps: int = 13,
         normalize: str = "global",
+        dynamic_range_db: Optional[float] = None,
         frontend: str = "torch",
         feature_options: dict | None = None,
         freeze_after: int = 0,
@@ -106,12 +107,17 @@ class AudioClassifier(nn.Module):
         super().__init__()
         if features not in FEATURES or normalize not in NORMALIZATIONS:
             raise ConfigError(f"model.features must be one of {FEATURES} and model.normalize one of {NORMALIZATIONS}")
+        if dynamic_range_db is not None and (features != "fbank" or dynamic_range_db <= 0):
+            raise ConfigError(
+                f"model.dynamic_range_db limits log filterbanks: it needs model.features=fbank and a positive value, "
+                f"got {dynamic_range_db} with {features}"
+            )
         sizes = {"num_ceps": num_ceps} if features == "mfcc" else {}
         self.features = feature_extractor(
             features, frontend, sample_rate=sample_rate, num_mel_bins=num_mel_bins, **sizes, **(feature_options or {})
         )
         size = self.features.num_features
-        self.normalize, self.freeze_after = normalize, freeze_after
+        self.normalize, self.freeze_after, self.dynamic_range_db = normalize, freeze_after, dynamic_range_db
         self.normalizer = GlobalNormalizer(size) if normalize == "global" else None
         self.register_buffer("seen", torch.zeros((), dtype=torch.long))  # training utterances the statistics saw
         self.crdnn = CRDNN(size, num_classes, **crdnn)
@@ -128,7 +134,7 @@ class AudioClassifier(nn.Module):
         if (frames < 1).any():
             raise DataError(f"an utterance of {int(lengths.min())} samples is shorter than one feature frame")
         if self.normalizer is not None and self.training and not self.normalizer.frozen:
-            self.seen += self.normalizer.update(feats, frames)
+            self.seen += self.normalizer.update(self.limited(feats, frames), frames)
             if self.seen >= self.freeze_after:
                 self.normalizer.freeze()
         feats = self.normalized(feats, frames)
@@ -141,9 +147,14 @@ class AudioClassifier(nn.Module):
         feats, frames = self.features(wave, lengths)
         return self.crdnn.pooled(self.normalized(feats, frames), frames)
 
+    def limited(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) -> (B, T, F): the dynamic range limited when configured."""
+        return feats if self.dynamic_range_db is None else limit_dynamic_range(feats, frames, self.dynamic_range_db)
+
     def normalized(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
-        """(B, T, F) features -> (B, T, F) normalised as configured. Its own step because an ONNX export
-        joins the features and the rest as two graphs (seqtrain/export.py says why)."""
+        """(B, T, F) features -> (B, T, F) range-limited and normalised as configured. Its own step because
+        an ONNX export joins the features and the rest as two graphs (seqtrain/export.py says why)."""
+        feats = self.limited(feats, frames)
         if self.normalizer is not None:
             # no statistics before the first training batch: features pass as they are
             return self.normalizer(feats, frames) if self.normalizer.count > 0 else feats

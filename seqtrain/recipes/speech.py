@@ -46,6 +46,8 @@ class ModelConfig:
     num_mel_bins: int = 40  # filterbank channels
     num_ceps: int = 13  # mfcc only
     normalize: str = "global"  # global (statistics of one pass over training), utterance, none
+    # fbank: values more than this many dB below the utterance's peak are raised to that floor; null = off
+    dynamic_range_db: Optional[float] = None
     cnn_channels: list[int] = field(default_factory=lambda: [32, 64])  # output channels of each CNN block
     cnn_kernel: int = 3  # CNN kernel size over time and frequency (odd)
     cnn_pool: int = 2  # max-pooling over frequency in each CNN block
@@ -357,6 +359,7 @@ class Speech(ClassifierRecipe):
             model.num_mel_bins,
             model.num_ceps,
             model.normalize,
+            model.dynamic_range_db,
             frontend=model.frontend,
             feature_options=KaldiOptions(**vocab.get("kaldi", {})).arguments(model.features),
             freeze_after=vocab["train_size"],
