@@ -23,6 +23,13 @@ def uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.de
     return torch.rand(shape, generator=generator, device=generator.device).to(device)
 
 
+def either_way(
+    size: int, generator: torch.Generator, device: torch.device, bound: float | torch.Tensor
+) -> torch.Tensor:
+    """(size,) values drawn uniformly from [-bound, bound]."""
+    return (uniform((size,), generator, device) * 2 - 1) * bound
+
+
 def band_mask(
     sizes: torch.Tensor, max_widths: torch.Tensor, length: int, count: int, generator: torch.Generator
 ) -> torch.Tensor:
@@ -67,7 +74,7 @@ def frequency_warp(feats: torch.Tensor, generator: torch.Generator, max_warp: fl
 
     (B, T, F) -> (B, T, F): output bin f reads input position f / factor (the top bin where that passes it)."""
     batch, frames, bins = feats.shape
-    factor = 1 + (uniform((batch,), generator, feats.device) * 2 - 1) * max_warp  # (B,)
+    factor = 1 + either_way(batch, generator, feats.device, max_warp)  # (B,)
     source = (torch.arange(bins, device=feats.device)[None] / factor[:, None]).clamp(max=bins - 1)  # (B, F)
     low = source.floor().long()
     high = (low + 1).clamp(max=bins - 1)
@@ -130,7 +137,7 @@ def random_gain(wave: torch.Tensor, generator: torch.Generator, max_db: float) -
     Recording level differs between speakers and microphones far more than between words (the FSDD
     speakers' mean levels span 18 dB); on log filterbanks it is one offset on every bin, which global
     normalisation keeps. Padding stays zero."""
-    gain_db = (uniform((wave.size(0),), generator, wave.device) * 2 - 1) * max_db  # (B,)
+    gain_db = either_way(wave.size(0), generator, wave.device, max_db)  # (B,)
     return wave * (10 ** (gain_db / 20))[:, None].to(wave)
 
 
@@ -139,7 +146,7 @@ def random_tilt(wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Gene
     (a > 0) or falls (a < 0) steadily from 0 Hz to Nyquist by up to `max_db`, drawn uniformly either way:
     (B, N) -> (B, N). Microphones and rooms differ mostly in such broad tilts (the FSDD speakers' share
     of energy above 2 kHz spans 10 dB), which the words do not; padding stays zero."""
-    tilt_db = (uniform((wave.size(0),), generator, wave.device) * 2 - 1) * max_db  # (B,)
+    tilt_db = either_way(wave.size(0), generator, wave.device, max_db)  # (B,)
     a = torch.tanh(tilt_db * math.log(10) / 40).to(wave)  # |H(Nyquist) / H(0)| = (1 + a) / (1 - a)
     previous = torch.nn.functional.pad(wave, (1, 0))[:, :-1]
     out = wave - a[:, None] * previous

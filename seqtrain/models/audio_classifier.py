@@ -38,8 +38,7 @@ NORMALIZATIONS = ("global", "utterance", "none")
 @dataclass(frozen=True)
 class Augmentation:
     """Training-time augmentation, in the order applied: speed -> time shift -> gain -> tilt -> noise on the
-    wave,
-    frequency warp and SpecAugment on the normalised features. Each is off at its empty or zero value."""
+    wave, frequency warp and SpecAugment on the normalised features. Each is off at its empty or zero value."""
 
     speeds: tuple[float, ...] = ()  # speed-perturbation factors, one drawn per batch
     max_shift: int = 0  # samples
