@@ -65,6 +65,27 @@ def test_shapes_and_the_second_head():
     assert "aux_logits" not in CRDNN(40, 7, **SMALL)(torch.randn(1, 5, 40), torch.tensor([5]))
 
 
+def test_the_adversarial_head_learns_its_target_and_pushes_the_encoder_the_other_way():
+    """The same weights with and without the reversal: the head's own gradient is the same, every
+    gradient before the pooled summary is negated, and the logits are unchanged."""
+    torch.manual_seed(0)
+    multitask = CRDNN(40, 7, **SMALL, aux_classes=4)
+    adversarial = CRDNN(40, 7, **SMALL, aux_classes=4, aux_adversarial=True)
+    adversarial.load_state_dict(multitask.state_dict())
+    feats, lengths = torch.randn(3, 20, 40), torch.tensor([20, 14, 9])
+    grads = []
+    for model in (multitask, adversarial):
+        model.eval()  # no dropout: both see the same function
+        out = model(feats, lengths)
+        out["aux_logits"].square().sum().backward()
+        grads.append({name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None})
+    assert_float32_close(multitask(feats, lengths)["aux_logits"], adversarial(feats, lengths)["aux_logits"])
+    head = {name for name in grads[0] if name.startswith("aux_head.")}
+    assert head == {"aux_head.weight", "aux_head.bias"} and len(grads[0]) > len(head)
+    for name, grad in grads[0].items():
+        assert_float32_close(grads[1][name], grad if name in head else -grad)
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

@@ -58,6 +58,16 @@ def test_a_few_steps_beat_chance_and_report_both_accuracies(trained):
     assert (run_dir / "checkpoints" / "best.pt").is_file()
 
 
+def test_the_speaker_adversarial_head_trains_and_reports_the_speaker_accuracy(tmp_path):
+    steps = [o for o in TINY if not o.startswith("trainer.max_steps")] + ["trainer.max_steps=20"]
+    result = seqtrain(
+        "fit", "recipe=speech", f"run_dir={tmp_path / 'run'}", "model.aux_head=speaker_adversarial", *steps
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    assert 0 <= metrics["speaker_accuracy"] <= 1 and metrics["speaker_loss"] > 0
+
+
 def test_padding_never_changes_a_prediction_through_the_recipe(trained):
     run_dir, _ = trained
     module, model, state = load_model(run_dir)
@@ -274,6 +284,10 @@ def test_kaldi_options_reach_the_model_through_the_vocabulary():
             "60.0 with mfcc",
         ),
         ("data.augment.tilt_db=-3", "data.augment.tilt_db must be >= 0 (a range either way), got -3.0"),
+        (
+            "model.aux_head=voice",
+            "model.aux_head must be null, speaker or speaker_adversarial (got 'voice') and model.aux_weight >= 0",
+        ),
     ],
 )
 def test_bad_front_end_settings_are_one_line(tmp_path, override, message):

@@ -3,7 +3,8 @@
 The CNN blocks learn local time-frequency patterns (and shrink the frequency axis by pooling over it,
 never over time, so frame lengths stay valid), the recurrent stack carries context across the whole
 utterance, the DNN blocks transform each frame, and masked pooling over time turns the variable-length
-sequence into one vector for the classifier (and an optional second head, for multitask training).
+sequence into one vector for the classifier (and an optional second head: multitask, or adversarial
+behind a gradient reversal so that the summary unlearns what that head predicts).
 
 Padding never changes a prediction: features past a length are zeroed before every convolution (so a
 kernel reaching past the end sees the zeros it would see alone), batch normalisation counts real
@@ -112,6 +113,19 @@ class AttentiveStatsPool(nn.Module):
         return torch.cat([mean, var.clamp(min=1e-5).sqrt()], dim=-1)  # the floor keeps sqrt's gradient finite
 
 
+class ReverseGradient(torch.autograd.Function):
+    """Identity forward, negated gradient backward (Ganin & Lempitsky 2015): the head behind it learns to
+    predict its target while everything before it is pushed to make that target unpredictable."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        return -grad
+
+
 class CRDNN(nn.Module):
     """(B, T, num_features) features + lengths -> {"logits": (B, num_classes)} (+ "aux_logits": (B, aux_classes))."""
 
@@ -134,6 +148,7 @@ class CRDNN(nn.Module):
         dnn_dropout: float = 0.15,
         pooling: str = "mean",
         aux_classes: int = 0,
+        aux_adversarial: bool = False,
     ):
         super().__init__()
         for name, value, valid in [
@@ -169,12 +184,13 @@ class CRDNN(nn.Module):
         pooled = 2 * size if pooling == "attentive" else size
         self.head = nn.Linear(pooled, num_classes)
         self.aux_head = nn.Linear(pooled, aux_classes) if aux_classes else None
+        self.aux_adversarial = aux_adversarial
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
         pooled = self.pooled(feats, lengths)  # (B, P)
         out = {"logits": self.head(pooled)}
         if self.aux_head is not None:
-            out["aux_logits"] = self.aux_head(pooled)
+            out["aux_logits"] = self.aux_head(ReverseGradient.apply(pooled) if self.aux_adversarial else pooled)
         return out
 
     def pooled(self, feats: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:

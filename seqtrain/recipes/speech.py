@@ -36,6 +36,7 @@ from seqtrain.task import Stats, Task
 
 SOURCES = ("synthetic", "fsdd", "folder")
 FRONTENDS = ("torch", "torchaudio")
+AUX_HEADS = (None, "speaker", "speaker_adversarial")
 SYNTHETIC_SEEDS = {"train": 1, "valid": 2, "test": 3}
 
 
@@ -62,7 +63,9 @@ class ModelConfig:
     dnn_sizes: list[int] = field(default_factory=lambda: [128])  # units of each dense block after the recurrence
     dnn_dropout: float = 0.15  # after each dense block
     pooling: str = "mean"  # mean, attentive (attentive statistics pooling)
-    aux_head: Optional[str] = None  # speaker: a second head predicts who speaks (multitask)
+    # speaker: a second head predicts who speaks (multitask); speaker_adversarial: the same head behind a
+    # gradient reversal, so the utterance's summary unlearns the voice
+    aux_head: Optional[str] = None
     aux_weight: float = 0.3  # weight of the speaker loss in the training objective
 
     def __post_init__(self):
@@ -74,9 +77,10 @@ class ModelConfig:
                 "frontend": (self.frontend, FRONTENDS),
             },
         )
-        if self.aux_head not in (None, "speaker") or self.aux_weight < 0:
+        if self.aux_head not in AUX_HEADS or self.aux_weight < 0:
             raise ConfigError(
-                f"model.aux_head must be null or speaker (got {self.aux_head!r}) and model.aux_weight >= 0"
+                f"model.aux_head must be null, speaker or speaker_adversarial (got {self.aux_head!r}) and "
+                f"model.aux_weight >= 0"
             )
 
 
@@ -192,7 +196,8 @@ def read_files(
 
 
 class SpeechLoss:
-    """Cross-entropy of the word; with the speaker head, plus `aux_weight` times the speaker's (multitask)."""
+    """Cross-entropy of the word; with the speaker head, plus `aux_weight` times the speaker's (for the
+    adversarial head too: its gradient reaches the encoder reversed)."""
 
     def __init__(self, aux_weight: float):
         self.aux_weight = aux_weight
@@ -274,7 +279,7 @@ class Speech(ClassifierRecipe):
     splits = ("train", "valid", "test")
 
     def loss(self, model: ModelConfig, vocab: dict) -> SpeechLoss:
-        return SpeechLoss(model.aux_weight if model.aux_head == "speaker" else 0.0)
+        return SpeechLoss(model.aux_weight if model.aux_head else 0.0)
 
     def task(self, model: torch.nn.Module, model_cfg: ModelConfig, prepared: Prepared) -> Task:
         augment = getattr(prepared.collate, "augment", None)
@@ -346,11 +351,11 @@ class Speech(ClassifierRecipe):
         return Prepared(vocab, {"inputs": Utterances(files)}, AudioCollate())
 
     def build_model(self, model: ModelConfig, vocab: dict) -> AudioClassifier:
-        aux_classes = len(vocab["speakers"]) if model.aux_head == "speaker" else 0
-        if model.aux_head == "speaker" and aux_classes < 2:
+        aux_classes = len(vocab["speakers"]) if model.aux_head else 0
+        if model.aux_head and aux_classes < 2:
             raise ConfigError(
-                "model.aux_head=speaker needs speaker labels: data=fsdd and data=synthetic_audio have them, folders "
-                "do not"
+                f"model.aux_head={model.aux_head} needs speaker labels: data=fsdd and data=synthetic_audio have "
+                f"them, folders do not"
             )
         return AudioClassifier(
             vocab["sample_rate"],
@@ -378,6 +383,7 @@ class Speech(ClassifierRecipe):
             dnn_dropout=model.dnn_dropout,
             pooling=model.pooling,
             aux_classes=aux_classes,
+            aux_adversarial=model.aux_head == "speaker_adversarial",
         )
 
     def export_graphs(self, model: AudioClassifier, vocab: dict, format: str) -> list[Graph]:
