@@ -29,6 +29,8 @@ from seqtrain.models.language_model import RecurrentLM
 from seqtrain.recipes import char_lm
 from seqtrain.rundir import load_model
 
+TRAINING_BATCH = (32, 64)  # windows x characters of the short training run whose peak memory is reported
+
 
 def chars_per_second(model, vocab: CharVocab, n: int) -> float:
     start = time.perf_counter()
@@ -71,7 +73,8 @@ def main() -> None:
             *char_lm_data(args.data),
             "model.hidden_size=512",
             "model.num_layers=2",
-            "data.batch_size=32",
+            f"data.batch_size={TRAINING_BATCH[0]}",
+            f"data.seq_len={TRAINING_BATCH[1]}",
             "trainer.max_steps=30",
             "trainer.max_time=null",
             "trainer.val_max_batches=2",
@@ -90,7 +93,7 @@ def main() -> None:
                 "chars": args.chars,
                 "model": "2x512 lstm" if not args.run else args.run,
                 "peak_training_rss_mb": round(peak_mb),
-                "training_batch": "32x128",
+                "training_batch": "x".join(map(str, TRAINING_BATCH)),
             }
         )
     )
