@@ -44,7 +44,7 @@ class OptimConfig:
 class SchedConfig:
     name: str = "constant"  # constant, linear, cosine, exponential, step, inverse_sqrt, newbob
     warmup_steps: int = 0  # linear warmup from ~0 to optim.lr, then the schedule below
-    min_lr_ratio: float = 0.0  # linear, cosine: final LR as a fraction of optim.lr
+    min_lr_ratio: float = 0.0  # linear, cosine: final LR; newbob: the LR's floor (fractions of optim.lr)
     gamma: float = 0.5  # exponential: factor per step_size steps; step: factor at each step_size
     step_size: int = 1000  # exponential and step: steps per factor gamma
     factor: float = 0.5  # newbob: LR factor when validation stops improving
@@ -127,19 +127,22 @@ class TimeBudgetFactor:
 
 class NewBob:
     """Anneal on plateaus: multiply the LR by `factor` once `patience` + 1 validations in a row have not
-    improved. What counts as improving is the trainer's one rule (seqtrain.trainer.Selection), the same
+    improved. What counts as improving is the trainer's one rule (seqtrain.progress.Selection), the same
     that keeps best.pt and counts early stopping's patience, so the LR follows the validation loss while
-    a saturated accuracy ties."""
+    a saturated accuracy ties. `min_lr_ratio` of each group's starting LR is a floor: without one, a long
+    budget that has stopped improving halves the LR every few validations until no step moves a weight."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int):
+    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int, min_lr_ratio: float = 0.0):
         self.optimizer, self.factor, self.patience = optimizer, factor, patience
+        # "initial_lr" is the LR before warmup, which the per-step scheduler built first records
+        self.floors = [group.get("initial_lr", group["lr"]) * min_lr_ratio for group in optimizer.param_groups]
         self.bad_validations = 0
 
     def validated(self, improved: bool) -> None:
         self.bad_validations = 0 if improved else self.bad_validations + 1
         if self.bad_validations > self.patience:
-            for group in self.optimizer.param_groups:
-                group["lr"] *= self.factor
+            for group, floor in zip(self.optimizer.param_groups, self.floors):
+                group["lr"] = max(group["lr"] * self.factor, floor)
             self.bad_validations = 0
 
     def state_dict(self) -> dict:
@@ -201,7 +204,7 @@ class Schedule:
             main = lr_scheduler.SequentialLR(optimizer, [warmup, main], milestones=[cfg.warmup_steps])
         self.per_step = main
         if cfg.name == "newbob":
-            self.on_plateau = NewBob(optimizer, cfg.factor, cfg.patience)
+            self.on_plateau = NewBob(optimizer, cfg.factor, cfg.patience, cfg.min_lr_ratio)
 
     @property
     def reads_clock(self) -> bool:

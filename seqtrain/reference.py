@@ -63,12 +63,13 @@ def table(cls: type, prefix: str, values: dict[str, Any]) -> list[str]:
 
 
 def options(folder: Path) -> list[str]:
-    """One line per group option: its name, its first comment line and the keys it sets."""
+    """One line per group option: its name, its description (the comment lines but the example command)
+    and the keys it sets."""
     lines = []
     for path in sorted(folder.glob("*.yaml")):
         text = path.read_text()
         comments = [line[1:].strip() for line in text.splitlines() if line.startswith("#")]
-        what = next((c for c in comments if not c.startswith("seqtrain ")), "")
+        what = " ".join(c for c in comments if not c.startswith("seqtrain "))
         node = OmegaConf.to_container(OmegaConf.load(path))
         node.pop("defaults", None)
         sets = ", ".join(f"`{k}={spell(v)}`" for k, v in flatten(node).items())

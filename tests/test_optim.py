@@ -107,6 +107,22 @@ def test_newbob_anneals_only_when_validation_stalls():
     assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
 
 
+def test_newbob_stops_annealing_at_its_floor_of_the_lr_before_warmup():
+    param = torch.nn.Parameter(torch.zeros(1, 1))
+    opt = torch.optim.SGD([param], lr=2.0)
+    schedule = Schedule(opt, SchedConfig(name="newbob", warmup_steps=10, min_lr_ratio=0.1), None)
+    for _ in range(10):
+        opt.step()
+        schedule.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(2.0)
+    for _ in range(3):
+        schedule.validated(False)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
+    for _ in range(3):
+        schedule.validated(False)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.2)
+
+
 def test_schedule_state_round_trips():
     param = torch.nn.Parameter(torch.zeros(1, 1))
     opt = torch.optim.SGD([param], lr=1.0)
