@@ -132,14 +132,20 @@ class AudioClassifier(nn.Module):
         feats, frames = self.features(wave, lengths)  # (B, N) -> (B, T, F), (B,)
         if (frames < 1).any():
             raise DataError(f"an utterance of {int(lengths.min())} samples is shorter than one feature frame")
+        feats = self.limited(feats, frames)
         if self.normalizer is not None and self.training and not self.normalizer.frozen:
-            self.seen += self.normalizer.update(self.limited(feats, frames), frames)
+            self.seen += self.normalizer.update(feats, frames)
             if self.seen >= self.freeze_after:
                 self.normalizer.freeze()
-        feats = self.normalized(feats, frames)
+        feats = self.standardized(feats, frames)
         if augment is not None:
             feats = augment.features(feats, frames, g)
         return self.crdnn(feats, frames)
+
+    @property
+    def head(self) -> nn.Linear:
+        """The word classifier that reads `pooled` (the CRDNN's)."""
+        return self.crdnn.head
 
     def pooled(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """(B, N) waveforms -> (B, P) the utterance vectors the heads read (no augmentation, no statistics kept)."""
@@ -153,7 +159,10 @@ class AudioClassifier(nn.Module):
     def normalized(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
         """(B, T, F) features -> (B, T, F) range-limited and normalised as configured. Its own step because
         an ONNX export joins the features and the rest as two graphs (seqtrain/export.py says why)."""
-        feats = self.limited(feats, frames)
+        return self.standardized(self.limited(feats, frames), frames)
+
+    def standardized(self, feats: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, F) range-limited features -> (B, T, F) by the global statistics, per utterance, or as they are."""
         if self.normalizer is not None:
             # no statistics before the first training batch: features pass as they are
             return self.normalizer(feats, frames) if self.normalizer.count > 0 else feats

@@ -289,7 +289,7 @@ class Speech(ClassifierRecipe):
 
     def pooled_and_logits(self, model: torch.nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         vectors = model.pooled(batch["audio"], batch["lengths"])
-        return vectors, model.crdnn.head(vectors)
+        return vectors, model.head(vectors)
 
     def logits(self, model: torch.nn.Module, batch: dict) -> torch.Tensor:
         """The word head's (B, C) logits (the speaker head is not scored by `evaluate` or `sample`)."""
