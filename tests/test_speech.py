@@ -284,6 +284,8 @@ def test_kaldi_options_reach_the_model_through_the_vocabulary():
             "60.0 with mfcc",
         ),
         ("data.augment.tilt_db=-3", "data.augment.tilt_db must be >= 0 (a range either way), got -3.0"),
+        ("data.augment.snr_db=[20]", "data.augment.snr_db must be [low, high] with low <= high, got [20.0]"),
+        ("data.augment.speeds=[0.9,0]", "data.augment.speeds must be positive speeds, got [0.9, 0.0]"),
         (
             "model.aux_head=voice",
             "model.aux_head must be null, speaker or speaker_adversarial (got 'voice') and model.aux_weight >= 0",

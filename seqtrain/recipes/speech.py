@@ -109,6 +109,10 @@ class AugmentConfig:
         for name, decibels in (("gain_db", self.gain_db), ("tilt_db", self.tilt_db)):
             if decibels < 0:
                 raise ConfigError(f"data.augment.{name} must be >= 0 (a range either way), got {decibels}")
+        if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
+            raise ConfigError(f"data.augment.snr_db must be [low, high] with low <= high, got {list(self.snr_db)}")
+        if not self.speeds or min(self.speeds) <= 0:
+            raise ConfigError(f"data.augment.speeds must be positive speeds, got {list(self.speeds)}")
 
 
 @dataclass
