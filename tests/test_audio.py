@@ -403,6 +403,23 @@ def test_random_tilt_raises_or_lowers_the_highs_against_the_lows_within_the_rang
     assert change.abs().max() < 12.0 and change.min() < -4 and change.max() > 4
 
 
+def test_random_equalizer_bends_the_spectrum_within_the_range_and_keeps_padding_silent():
+    torch.manual_seed(0)
+    wave = torch.randn(32, 4000)
+    lengths = torch.full((32,), 4000)
+    lengths[0] = 3000
+    wave[0, 3000:] = 0
+    out = augment.random_equalizer(wave, lengths, torch.Generator().manual_seed(0), max_db=12.0)
+    assert (out[0, 3000:] == 0).all()
+    bands = torch.stack(
+        [(torch.fft.rfft(x[1:])[:, 1:].abs().pow(2)).view(31, 8, -1).mean(2) for x in (wave, out)]
+    )  # (in/out, rows, eight bands) of the full-length rows
+    change_db = 10 * (bands[1] / bands[0]).log10()  # (rows, bands)
+    assert change_db.abs().max() < 12.0 and change_db.max() > 4 and change_db.min() < -4
+    assert change_db.mean(1).abs().max() < 2.0  # 0 dB on average over the band: the level is random_gain's
+    assert (change_db.max(1).values - change_db.min(1).values).max() > 6  # not one flat gain per row
+
+
 def test_time_shift_moves_content_inside_each_length():
     wave = torch.arange(1, 11, dtype=torch.float32).repeat(2, 1)  # (2, 10), values 1..10
     lengths = torch.tensor([10, 6])

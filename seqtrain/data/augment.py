@@ -153,6 +153,29 @@ def random_tilt(wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Gene
     return out.masked_fill(~lengths_to_mask(lengths, wave.size(1)), 0.0)
 
 
+EQUALIZER_TERMS = 4  # cosines in a random equaliser's curve: bumps down to a quarter of the band wide
+EQUALIZER_GUARD = 64  # samples of silence the filter may ring into, cut off again
+
+
+def random_equalizer(
+    wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, max_db: float
+) -> torch.Tensor:
+    """Filter each utterance by a random smooth frequency response: a gain in dB over 0 Hz to Nyquist that is
+    a sum of EQUALIZER_TERMS cosines (cos(pi k f / Nyquist), k = 1..4) with weights drawn uniformly, at most
+    `max_db` either way at any frequency and 0 dB on average: (B, N) -> (B, N). Where the tilt is one slope,
+    this bends the spectrum in broad bands, as microphones, rooms and voices do, and leaves the level to
+    random_gain. Zero-phase, applied by FFT over the padded batch plus a guard of silence, so no utterance's
+    end rings into its start; padding stays zero."""
+    batch, samples = wave.shape
+    spectrum = torch.fft.rfft(torch.nn.functional.pad(wave.float(), (0, EQUALIZER_GUARD)), dim=1)  # (B, S)
+    position = torch.linspace(0, math.pi, spectrum.size(1), device=wave.device)  # 0 Hz .. Nyquist
+    terms = torch.arange(1, EQUALIZER_TERMS + 1, device=wave.device, dtype=position.dtype)
+    weights = either_way(batch * EQUALIZER_TERMS, generator, wave.device, max_db / EQUALIZER_TERMS)
+    curve_db = weights.view(batch, EQUALIZER_TERMS) @ torch.cos(terms[:, None] * position[None])  # (B, S)
+    filtered = torch.fft.irfft(spectrum * 10 ** (curve_db / 20), n=samples + EQUALIZER_GUARD, dim=1)
+    return filtered[:, :samples].to(wave).masked_fill(~lengths_to_mask(lengths, samples), 0.0)
+
+
 def time_shift(wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
     """Delay or advance each utterance by up to `max_shift` samples inside its own length, filling with
     silence: (B, N) -> (B, N). Lengths do not change; what is pushed past either end is dropped."""

@@ -22,6 +22,7 @@ from seqtrain.data.audio import GlobalNormalizer, feature_extractor, limit_dynam
 from seqtrain.data.augment import (
     add_noise,
     frequency_warp,
+    random_equalizer,
     random_gain,
     random_tilt,
     spec_augment,
@@ -37,13 +38,15 @@ NORMALIZATIONS = ("global", "utterance", "none")
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training-time augmentation, in the order applied: speed -> time shift -> gain -> tilt -> noise on the
-    wave, frequency warp and SpecAugment on the normalised features. Each is off at its empty or zero value."""
+    """Training-time augmentation, in the order applied: speed -> time shift -> gain -> tilt -> equaliser ->
+    noise on the wave, frequency warp and SpecAugment on the normalised features. Each is off at its empty or
+    zero value."""
 
     speeds: tuple[float, ...] = ()  # speed-perturbation factors, one drawn per batch
     max_shift: int = 0  # samples
     max_gain_db: float = 0.0  # level change of up to this many dB, either way
     max_tilt_db: float = 0.0  # spectral tilt (0 Hz to Nyquist) of up to this many dB, either way
+    max_equalizer_db: float = 0.0  # a smooth random frequency response of up to this many dB, either way
     snr_db: Optional[tuple[float, float]] = None  # white noise at an SNR drawn from this range
     time_masks: int = 0
     max_time_width: int = 20  # frames
@@ -61,6 +64,8 @@ class Augmentation:
             wave = random_gain(wave, g, self.max_gain_db)
         if self.max_tilt_db:
             wave = random_tilt(wave, lengths, g, self.max_tilt_db)
+        if self.max_equalizer_db:
+            wave = random_equalizer(wave, lengths, g, self.max_equalizer_db)
         if self.snr_db:
             wave = add_noise(wave, lengths, g, self.snr_db)
         return wave, lengths

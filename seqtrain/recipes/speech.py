@@ -93,6 +93,7 @@ class AugmentConfig:
     time_shift_ms: float = 0.0  # random shift of up to this much, either way; 0 = off
     gain_db: float = 0.0  # random level change of up to this many dB, either way; 0 = off
     tilt_db: float = 0.0  # random spectral tilt, 0 Hz to Nyquist, of up to this many dB either way; 0 = off
+    equalizer_db: float = 0.0  # random smooth frequency response (broad bands) of up to this many dB; 0 = off
     noise: bool = False  # white noise at an SNR drawn from snr_db
     # noise: the range the signal-to-noise ratio (dB) is drawn from
     snr_db: list[float] = field(default_factory=lambda: [5.0, 20.0])
@@ -106,7 +107,11 @@ class AugmentConfig:
     def __post_init__(self):
         if not 0 <= self.freq_warp < 0.5:
             raise ConfigError(f"data.augment.freq_warp must be in [0, 0.5), got {self.freq_warp}")
-        for name, decibels in (("gain_db", self.gain_db), ("tilt_db", self.tilt_db)):
+        for name, decibels in (
+            ("gain_db", self.gain_db),
+            ("tilt_db", self.tilt_db),
+            ("equalizer_db", self.equalizer_db),
+        ):
             if decibels < 0:
                 raise ConfigError(f"data.augment.{name} must be >= 0 (a range either way), got {decibels}")
         if len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]:
@@ -156,6 +161,7 @@ def augmentation(cfg: AugmentConfig, sample_rate: int) -> Augmentation:
         max_shift=round(cfg.time_shift_ms * sample_rate / 1000),
         max_gain_db=cfg.gain_db,
         max_tilt_db=cfg.tilt_db,
+        max_equalizer_db=cfg.equalizer_db,
         snr_db=tuple(cfg.snr_db) if cfg.noise else None,
         time_masks=cfg.time_masks if cfg.spec_augment else 0,
         max_time_width=cfg.max_time_width,
