@@ -90,6 +90,7 @@ def test_augmentation_only_in_training_and_global_statistics_freeze_after_one_pa
         max_shift=200,
         max_gain_db=6.0,
         max_tilt_db=6.0,
+        max_equalizer_db=6.0,
         snr_db=(5.0, 10.0),
         time_masks=2,
         freq_masks=2,
