@@ -385,12 +385,18 @@ def test_random_gain_scales_each_utterance_within_the_range_and_keeps_padding():
     assert gains_db.abs().max() <= 6.0 + 1e-4 and gains_db.min() < -3 and gains_db.max() > 3  # spread over the range
 
 
-def test_random_tilt_raises_or_lowers_the_highs_against_the_lows_within_the_range():
+def noise_batch_with_a_short_row() -> tuple[torch.Tensor, torch.Tensor]:
+    """32 rows of 4,000 samples of white noise; row 0 is 3,000 long, zero-padded after."""
     torch.manual_seed(0)
     wave = torch.randn(32, 4000)
     lengths = torch.full((32,), 4000)
     lengths[0] = 3000
     wave[0, 3000:] = 0
+    return wave, lengths
+
+
+def test_random_tilt_raises_or_lowers_the_highs_against_the_lows_within_the_range():
+    wave, lengths = noise_batch_with_a_short_row()
     out = augment.random_tilt(wave, lengths, torch.Generator().manual_seed(0), max_db=12.0)
     assert (out[0, 3000:] == 0).all()
     power_in, power_out = torch.fft.rfft(wave).abs().pow(2), torch.fft.rfft(out).abs().pow(2)
@@ -404,11 +410,7 @@ def test_random_tilt_raises_or_lowers_the_highs_against_the_lows_within_the_rang
 
 
 def test_random_equalizer_bends_the_spectrum_within_the_range_and_keeps_padding_silent():
-    torch.manual_seed(0)
-    wave = torch.randn(32, 4000)
-    lengths = torch.full((32,), 4000)
-    lengths[0] = 3000
-    wave[0, 3000:] = 0
+    wave, lengths = noise_batch_with_a_short_row()
     out = augment.random_equalizer(wave, lengths, torch.Generator().manual_seed(0), max_db=12.0)
     assert (out[0, 3000:] == 0).all()
     bands = torch.stack(
