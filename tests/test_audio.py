@@ -422,6 +422,25 @@ def test_random_equalizer_bends_the_spectrum_within_the_range_and_keeps_padding_
     assert (change_db.max(1).values - change_db.min(1).values).max() > 6  # not one flat gain per row
 
 
+def test_silence_margins_surround_each_utterance_with_quiet_noise_and_keep_it_whole():
+    wave, lengths = noise_batch_with_a_short_row()
+    out, new_lengths = augment.silence_margins(wave, lengths, torch.Generator().manual_seed(0), max_samples=800)
+    added = new_lengths - lengths
+    assert out.size(1) == int(new_lengths.max()) and added.min() >= 0 and added.max() <= 1600
+    assert added.float().std() > 100  # margins drawn per utterance, not one for the batch
+    assert 0 < (added == 0).sum() < 16  # some clips stay cut tight at both ends (a quarter of them, on average)
+    for row, n, x, m in zip(out, new_lengths.tolist(), wave, lengths.tolist()):
+        assert (row[n:] == 0).all()  # padding stays zero
+        matches = [lead for lead in range(n - m + 1) if torch.equal(row[lead : lead + m], x[:m])]
+        assert len(matches) == 1  # the utterance itself, unchanged and in one piece
+        lead = matches[0]
+        margins = torch.cat([row[:lead], row[lead + m : n]])
+        if len(margins) > 50:
+            below_db = 10 * torch.log10(x[:m].pow(2).mean() / margins.pow(2).mean())
+            assert 20 - 3 < below_db < 60 + 3  # quiet: 20-60 dB below the utterance (sampling error aside)
+            assert (margins != 0).all()  # noise, not digital silence
+
+
 def test_time_shift_moves_content_inside_each_length():
     wave = torch.arange(1, 11, dtype=torch.float32).repeat(2, 1)  # (2, 10), values 1..10
     lengths = torch.tensor([10, 6])

@@ -87,6 +87,7 @@ def test_augmentation_only_in_training_and_global_statistics_freeze_after_one_pa
     wave, lengths = torch.randn(2, 4000), torch.tensor([4000, 3000])
     augment = Augmentation(
         speeds=(0.9, 1.1),
+        max_margin=400,
         max_shift=200,
         max_gain_db=6.0,
         max_tilt_db=6.0,
@@ -284,6 +285,7 @@ def test_kaldi_options_reach_the_model_through_the_vocabulary():
             "model.dynamic_range_db limits log filterbanks: it needs model.features=fbank and a positive value, got "
             "60.0 with mfcc",
         ),
+        ("data.augment.margin_ms=-5", "data.augment.margin_ms must be >= 0 (0 = off), got -5.0"),
         ("data.augment.tilt_db=-3", "data.augment.tilt_db must be >= 0 (a range either way), got -3.0"),
         ("data.augment.snr_db=[20]", "data.augment.snr_db must be [low, high] with low <= high, got [20.0]"),
         ("data.augment.speeds=[0.9,0]", "data.augment.speeds must be positive speeds, got [0.9, 0.0]"),

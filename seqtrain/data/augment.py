@@ -176,6 +176,39 @@ def random_equalizer(
     return filtered[:, :samples].to(wave).masked_fill(~lengths_to_mask(lengths, samples), 0.0)
 
 
+MARGIN_BELOW_DB = (
+    20.0,
+    60.0,
+)  # a margin's noise level, dB below its utterance's mean power: a noisy room to a quiet one
+
+
+def silence_margins(
+    wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, max_samples: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Add a quiet stretch before and after each utterance: (B, N) -> (B, N'), with new lengths. Each end
+    of each utterance has none half the time (a clip cut tight stays familiar) and otherwise up to
+    `max_samples`, drawn uniformly. A recording starts and stops around its word with its room's
+    background noise, and how long those margins are depends on who cut the clips: FSDD's speakers range
+    from none to a quarter of a second. A model that never saw margins reads a clip with 300 ms of quiet
+    noise at either end as another word. The margins hold white noise at a level drawn from
+    MARGIN_BELOW_DB below the utterance's mean power (the filters applied after colour it); padding stays zero."""
+    batch = wave.size(0)
+    lead, trail = either_way(2 * batch, generator, wave.device, max_samples + 1).clamp(min=0).long().view(2, batch)
+    new_lengths = lengths + lead + trail
+    total = int(new_lengths.max())
+    source = torch.arange(total, device=wave.device)[None] - lead[:, None]  # (B, N')
+    speech = (source >= 0) & (source < lengths[:, None])
+    out = wave.gather(1, source.clamp(0, wave.size(1) - 1)).masked_fill(~speech, 0.0)
+    real = lengths_to_mask(lengths, wave.size(1)).to(wave.dtype)
+    power = (wave * real).pow(2).sum(1) / lengths.clamp(min=1).to(wave.dtype)  # (B,)
+    low, high = MARGIN_BELOW_DB
+    below_db = low + (high - low) * uniform((batch,), generator, wave.device)
+    noise = torch.randn((batch, total), generator=generator, device=generator.device).to(wave)
+    noise = noise * (power / 10 ** (below_db / 10)).sqrt()[:, None]
+    margins = ~speech & lengths_to_mask(new_lengths, total)
+    return out + noise.masked_fill(~margins, 0.0), new_lengths
+
+
 def time_shift(wave: torch.Tensor, lengths: torch.Tensor, generator: torch.Generator, max_shift: int) -> torch.Tensor:
     """Delay or advance each utterance by up to `max_shift` samples inside its own length, filling with
     silence: (B, N) -> (B, N). Lengths do not change; what is pushed past either end is dropped."""

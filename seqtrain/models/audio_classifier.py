@@ -25,6 +25,7 @@ from seqtrain.data.augment import (
     random_equalizer,
     random_gain,
     random_tilt,
+    silence_margins,
     spec_augment,
     speed_perturb,
     time_shift,
@@ -38,11 +39,12 @@ NORMALIZATIONS = ("global", "utterance", "none")
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Training-time augmentation, in the order applied: speed -> time shift -> gain -> tilt -> equaliser ->
+    """Training-time augmentation, in the order applied: speed -> margins -> time shift -> gain -> tilt -> equaliser ->
     noise on the wave, frequency warp and SpecAugment on the normalised features. Each is off at its empty or
     zero value."""
 
     speeds: tuple[float, ...] = ()  # speed-perturbation factors, one drawn per batch
+    max_margin: int = 0  # samples of quiet noise added, at most, before and after each utterance
     max_shift: int = 0  # samples
     max_gain_db: float = 0.0  # level change of up to this many dB, either way
     max_tilt_db: float = 0.0  # spectral tilt (0 Hz to Nyquist) of up to this many dB, either way
@@ -58,6 +60,8 @@ class Augmentation:
         """(B, N), (B,) -> (B, N'), (B,)"""
         if self.speeds:
             wave, lengths = speed_perturb(wave, lengths, g, self.speeds)
+        if self.max_margin:
+            wave, lengths = silence_margins(wave, lengths, g, self.max_margin)
         if self.max_shift:
             wave = time_shift(wave, lengths, g, self.max_shift)
         if self.max_gain_db:

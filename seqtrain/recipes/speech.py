@@ -90,6 +90,7 @@ class AugmentConfig:
 
     speed_perturb: bool = False  # play each training clip at a speed drawn from speeds
     speeds: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # speed_perturb: the speeds drawn from
+    margin_ms: float = 0.0  # quiet noise of up to this much added before and after each clip; 0 = off
     time_shift_ms: float = 0.0  # random shift of up to this much, either way; 0 = off
     gain_db: float = 0.0  # random level change of up to this many dB, either way; 0 = off
     tilt_db: float = 0.0  # random spectral tilt, 0 Hz to Nyquist, of up to this many dB either way; 0 = off
@@ -107,6 +108,8 @@ class AugmentConfig:
     def __post_init__(self):
         if not 0 <= self.freq_warp < 0.5:
             raise ConfigError(f"data.augment.freq_warp must be in [0, 0.5), got {self.freq_warp}")
+        if self.margin_ms < 0:
+            raise ConfigError(f"data.augment.margin_ms must be >= 0 (0 = off), got {self.margin_ms}")
         for name, decibels in (
             ("gain_db", self.gain_db),
             ("tilt_db", self.tilt_db),
@@ -158,6 +161,7 @@ class DataConfig(BatchingConfig):
 def augmentation(cfg: AugmentConfig, sample_rate: int) -> Augmentation:
     return Augmentation(
         speeds=tuple(cfg.speeds) if cfg.speed_perturb else (),
+        max_margin=round(cfg.margin_ms * sample_rate / 1000),
         max_shift=round(cfg.time_shift_ms * sample_rate / 1000),
         max_gain_db=cfg.gain_db,
         max_tilt_db=cfg.tilt_db,
