@@ -176,10 +176,8 @@ def random_equalizer(
     return filtered[:, :samples].to(wave).masked_fill(~lengths_to_mask(lengths, samples), 0.0)
 
 
-MARGIN_BELOW_DB = (
-    20.0,
-    60.0,
-)  # a margin's noise level, dB below its utterance's mean power: a noisy room to a quiet one
+# A margin's noise level, dB below its utterance's mean power: a noisy room to a quiet one
+MARGIN_BELOW_DB = (20.0, 60.0)
 
 
 def silence_margins(
@@ -189,9 +187,10 @@ def silence_margins(
     of each utterance has none half the time (a clip cut tight stays familiar) and otherwise up to
     `max_samples`, drawn uniformly. A recording starts and stops around its word with its room's
     background noise, and how long those margins are depends on who cut the clips: FSDD's speakers range
-    from none to a quarter of a second. A model that never saw margins reads a clip with 300 ms of quiet
-    noise at either end as another word. The margins hold white noise at a level drawn from
-    MARGIN_BELOW_DB below the utterance's mean power (the filters applied after colour it); padding stays zero."""
+    from none to about a tenth of a second either side. A model that never saw margins reads most clips
+    with 300 ms of quiet noise at either end as another word. The margins hold white noise at a level
+    drawn from MARGIN_BELOW_DB below the utterance's mean power (the filters applied after colour it);
+    padding stays zero."""
     batch = wave.size(0)
     lead, trail = either_way(2 * batch, generator, wave.device, max_samples + 1).clamp(min=0).long().view(2, batch)
     new_lengths = lengths + lead + trail
