@@ -84,6 +84,12 @@ def frequency_warp(feats: torch.Tensor, generator: torch.Generator, max_warp: fl
     return below + weight * (above - below)
 
 
+def mean_power(wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each utterance's mean squared sample over its real samples: (B, N) -> (B,)."""
+    real = lengths_to_mask(lengths, wave.size(1)).to(wave.dtype)
+    return (wave * real).pow(2).sum(1) / lengths.clamp(min=1).to(wave.dtype)
+
+
 def add_noise(
     wave: torch.Tensor,
     lengths: torch.Tensor,
@@ -101,9 +107,7 @@ def add_noise(
     if noise is None:
         noise = torch.randn(wave.shape, generator=generator, device=generator.device).to(wave)
     noise = noise * mask
-    count = lengths.clamp(min=1).to(wave.dtype)
-    signal_power = (wave * mask).pow(2).sum(1) / count  # (B,)
-    noise_power = noise.pow(2).sum(1) / count
+    signal_power, noise_power = mean_power(wave, lengths), mean_power(noise, lengths)  # (B,) each
     snr = low + (high - low) * uniform((wave.size(0),), generator, wave.device)
     scale = (signal_power / (noise_power.clamp(min=1e-12) * 10 ** (snr / 10))).sqrt()
     return wave + scale[:, None] * noise
@@ -198,12 +202,10 @@ def silence_margins(
     source = torch.arange(total, device=wave.device)[None] - lead[:, None]  # (B, N')
     speech = (source >= 0) & (source < lengths[:, None])
     out = wave.gather(1, source.clamp(0, wave.size(1) - 1)).masked_fill(~speech, 0.0)
-    real = lengths_to_mask(lengths, wave.size(1)).to(wave.dtype)
-    power = (wave * real).pow(2).sum(1) / lengths.clamp(min=1).to(wave.dtype)  # (B,)
     low, high = MARGIN_BELOW_DB
     below_db = low + (high - low) * uniform((batch,), generator, wave.device)
     noise = torch.randn((batch, total), generator=generator, device=generator.device).to(wave)
-    noise = noise * (power / 10 ** (below_db / 10)).sqrt()[:, None]
+    noise = noise * (mean_power(wave, lengths) / 10 ** (below_db / 10)).sqrt()[:, None]
     margins = ~speech & lengths_to_mask(new_lengths, total)
     return out + noise.masked_fill(~margins, 0.0), new_lengths
 
